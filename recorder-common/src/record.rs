@@ -1,0 +1,207 @@
+//! Records written by the eBPF programs into the ring buffers.
+//!
+//! Every record starts with a [`RecHeader`]; its `kind` says which struct
+//! follows. Records of one program run go to one ring in order, so a
+//! syscall's [`ChunkRec`]s always precede its [`SyscallRec`] in that ring.
+
+/// A syscall's exit (or, for `exit`/`exit_group`, its entry).
+pub const REC_SYSCALL: u32 = 1;
+/// A piece of the bytes a syscall wrote into user memory.
+pub const REC_CHUNK: u32 = 2;
+/// A context switch involving a target thread.
+pub const REC_SWITCH: u32 = 3;
+/// A fork/clone by a target thread.
+pub const REC_FORK: u32 = 4;
+/// A successful exec by a target thread.
+pub const REC_EXEC: u32 = 5;
+/// A target thread exited.
+pub const REC_EXIT: u32 = 6;
+/// A signal generated for, or delivered to, a target thread.
+pub const REC_SIGNAL: u32 = 7;
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecHeader {
+    pub kind: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// Thread group id of the thread the record is about.
+    pub pid: u32,
+    pub tid: u32,
+}
+
+/// `SyscallRec::flags`: some output bytes could not be copied.
+pub const SC_INCOMPLETE_COPY: u32 = 1;
+/// `SyscallRec::flags`: the syscall does not return (exit, exit_group).
+pub const SC_NO_RETURN: u32 = 2;
+/// `SyscallRec::flags`: the entry was not seen (the thread joined the target
+/// while inside the syscall), so `enter_ns` and `args` are read at exit.
+pub const SC_ENTER_UNSEEN: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallRec {
+    pub hdr: RecHeader,
+    pub nr: u32,
+    pub flags: u32,
+    pub enter_ns: u64,
+    pub ret: i64,
+    pub args: [u64; 6],
+}
+
+/// Bytes per chunk. Invariant: a power of two (the eBPF side masks lengths
+/// with `CHUNK_MAX - 1`-style arithmetic) and small enough that a
+/// [`ChunkRec`] fits a per-CPU scratch map value.
+pub const CHUNK_MAX: usize = 16384;
+
+/// Chunks copied per output buffer before the copy is marked incomplete.
+/// Invariant: bounded for the verifier's loop analysis; `CHUNK_MAX *
+/// MAX_CHUNKS` (4 MiB) is the largest single output buffer recorded in full.
+pub const MAX_CHUNKS: u32 = 256;
+
+/// `ChunkRec::slot` of the argv block copied at a successful execve's exit.
+pub const SLOT_EXEC_ARGV: u32 = 15;
+
+/// Header of a chunk; `len` data bytes follow it in the record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChunkHdr {
+    pub hdr: RecHeader,
+    /// The syscall argument index the bytes belong to (or a `SLOT_*`).
+    pub slot: u32,
+    pub len: u32,
+    /// User address of the first byte of this chunk.
+    pub addr: u64,
+    /// Offset of this chunk within the slot's whole buffer.
+    pub offset: u64,
+    /// Length the whole buffer should have (so a missing chunk is visible).
+    pub total: u64,
+}
+
+/// A chunk as assembled in per-CPU scratch memory before it is output.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ChunkRec {
+    pub head: ChunkHdr,
+    pub data: [u8; CHUNK_MAX],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SwitchRec {
+    pub hdr: RecHeader,
+    pub prev_tid: u32,
+    pub next_tid: u32,
+    /// Kernel `TASK_*` state bits of the previous task; 0 means preempted.
+    pub prev_state: u64,
+    /// User-mode instruction and stack pointer of the previous task when it
+    /// was preempted and is a target thread; 0 otherwise.
+    pub ip: u64,
+    pub sp: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkRec {
+    pub hdr: RecHeader,
+    pub child_pid: u32,
+    pub child_tid: u32,
+    pub flags: u64,
+}
+
+/// Longest exec path recorded; longer ones are cut and flagged.
+pub const EXEC_PATH_MAX: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRec {
+    pub hdr: RecHeader,
+    pub old_tid: u32,
+    pub path_len: u32,
+    pub path: [u8; EXEC_PATH_MAX],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitRec {
+    pub hdr: RecHeader,
+    /// 1 when this thread was the last of its process.
+    pub group_dead: u32,
+    pub _pad: u32,
+}
+
+/// `SignalRec::phase`.
+pub const SIG_GENERATED: u32 = 0;
+pub const SIG_DELIVERED: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SignalRec {
+    pub hdr: RecHeader,
+    pub sig: u32,
+    pub phase: u32,
+    pub code: i32,
+    pub errno: i32,
+    pub result: i32,
+    pub target_tid: u32,
+    /// The handler at delivery (0 = SIG_DFL, 1 = SIG_IGN).
+    pub sa_handler: u64,
+}
+
+/// Indexes into the per-CPU loss counter array.
+pub const LOSS_RING_FULL: u32 = 0;
+pub const LOSS_INCOMPLETE_COPY: u32 = 1;
+pub const LOSS_LIFECYCLE_FULL: u32 = 2;
+pub const LOSS_COUNTERS: u32 = 4;
+
+/// Number of data rings. Invariant: a power of two; CPU `c` writes to ring
+/// `c & (DATA_RINGS - 1)`, so up to this many CPUs never share a ring.
+pub const DATA_RINGS: u32 = 8;
+
+/// Tracepoint field offsets and settings, read from tracefs by the daemon
+/// at load time and handed to the programs (aya has no CO-RE for Rust eBPF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    pub switch_prev_pid: u32,
+    pub switch_prev_state: u32,
+    pub switch_next_pid: u32,
+    pub fork_parent_pid: u32,
+    pub fork_child_pid: u32,
+    pub exec_filename: u32,
+    pub exec_pid: u32,
+    pub exec_old_pid: u32,
+    pub exit_group_dead: u32,
+    pub sig_sig: u32,
+    pub sig_errno: u32,
+    pub sig_code: u32,
+    pub sig_gen_pid: u32,
+    pub sig_gen_result: u32,
+    pub sig_del_sa_handler: u32,
+    /// The daemon's own tgid: never recorded, whatever the filter says.
+    pub self_tgid: u32,
+}
+
+// Layout checks: both sides must agree byte for byte.
+const _: () = assert!(core::mem::size_of::<RecHeader>() == 24);
+const _: () = assert!(core::mem::size_of::<SyscallRec>() == 24 + 24 + 48);
+const _: () = assert!(core::mem::size_of::<ChunkHdr>() == 24 + 32);
+const _: () = assert!(core::mem::size_of::<ChunkRec>() == 56 + CHUNK_MAX);
+const _: () = assert!(core::mem::size_of::<SwitchRec>() == 24 + 32);
+const _: () = assert!(core::mem::size_of::<ForkRec>() == 24 + 16);
+const _: () = assert!(core::mem::size_of::<ExecRec>() == 24 + 8 + EXEC_PATH_MAX);
+const _: () = assert!(core::mem::size_of::<ExitRec>() == 24 + 8);
+const _: () = assert!(core::mem::size_of::<SignalRec>() == 24 + 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(CHUNK_MAX.is_power_of_two() && DATA_RINGS.is_power_of_two());
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these are repr(C), Copy, made only of integers and arrays of
+    // integers, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::syscalls::SyscallSpec {}
+}

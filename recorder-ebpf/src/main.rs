@@ -1,0 +1,796 @@
+//! The eBPF half of the recorder: programs on the syscall, scheduler and
+//! signal tracepoints that record what target threads do into ring buffers.
+//!
+//! Every program first checks the thread against `TIDS` (the in-kernel target
+//! filter, grown at fork and shrunk at exit without the daemon's help), so
+//! the rest of the system pays one hash lookup per event and nothing more.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_task_btf, bpf_loop, bpf_probe_read_user as probe_read_user_raw,
+            bpf_task_pt_regs,
+        },
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use recorder_common::*;
+
+/// Target threads: tid → tgid.
+#[map]
+static TIDS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Per-thread state between sys_enter and sys_exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Enter {
+    time_ns: u64,
+    nr: u64,
+    args: [u64; 6],
+}
+#[map]
+static ENTER: HashMap<u32, Enter> = HashMap::with_max_entries(65536, 0);
+
+/// The syscall table (recorder-common), loaded by the daemon, indexed by nr.
+#[map]
+static SPECS: Array<SyscallSpec> = Array::with_max_entries(TABLE_SIZE, 0);
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
+
+#[map]
+static SCRATCH: PerCpuArray<ChunkRec> = PerCpuArray::with_max_entries(1, 0);
+
+/// Output segments of the syscall being recorded on this CPU.
+const MAX_SEGS: usize = 16;
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Seg {
+    slot: u64,
+    addr: u64,
+    len: u64,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Segs {
+    n: u64,
+    segs: [Seg; MAX_SEGS],
+    // Inputs of plan_outputs.
+    spec: SyscallSpec,
+    args: [u64; 6],
+    ret: i64,
+    // Loop state of copy_segments.
+    hdr: RecHeader,
+    seg: u64,
+    off: u64,
+    incomplete: u64,
+}
+#[map]
+static SEGS: PerCpuArray<Segs> = PerCpuArray::with_max_entries(1, 0);
+
+// Data rings, one per CPU (modulo DATA_RINGS); sizes are set by the daemon.
+#[map]
+static DATA0: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static DATA1: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static DATA2: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static DATA3: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static DATA4: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static DATA5: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static DATA6: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static DATA7: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// Lifecycle ring: forks, execs, exits, signals. Small and separate so they
+/// are never lost behind bulk data.
+#[map]
+static LIFE: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+#[inline(always)]
+fn count_loss(which: u32) {
+    if let Some(p) = LOSS.get_ptr_mut(which) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Writes `len` bytes at `ptr` into this CPU's data ring.
+#[inline(always)]
+fn data_out(cpu: u32, ptr: *const u8, len: usize) -> bool {
+    // SAFETY: callers pass a pointer to `len` readable bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
+    let r = match cpu & (DATA_RINGS - 1) {
+        0 => DATA0.output::<[u8]>(bytes, 0),
+        1 => DATA1.output::<[u8]>(bytes, 0),
+        2 => DATA2.output::<[u8]>(bytes, 0),
+        3 => DATA3.output::<[u8]>(bytes, 0),
+        4 => DATA4.output::<[u8]>(bytes, 0),
+        5 => DATA5.output::<[u8]>(bytes, 0),
+        6 => DATA6.output::<[u8]>(bytes, 0),
+        _ => DATA7.output::<[u8]>(bytes, 0),
+    };
+    if r.is_err() {
+        count_loss(LOSS_RING_FULL);
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn life_out<T>(rec: &T) {
+    if LIFE.output::<T>(rec, 0).is_err() {
+        count_loss(LOSS_LIFECYCLE_FULL);
+    }
+}
+
+#[inline(always)]
+fn header(kind: u32, pid_tgid: u64) -> RecHeader {
+    RecHeader {
+        kind,
+        // SAFETY: plain helper call.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: plain helper call.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+    }
+}
+
+#[inline(always)]
+fn is_target(tid: u32) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { TIDS.get(&tid).is_some() }
+}
+
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+/// x86-64 `struct pt_regs`, as saved at kernel entry.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PtRegs {
+    r15: u64,
+    r14: u64,
+    r13: u64,
+    r12: u64,
+    bp: u64,
+    bx: u64,
+    r11: u64,
+    r10: u64,
+    r9: u64,
+    r8: u64,
+    ax: u64,
+    cx: u64,
+    dx: u64,
+    si: u64,
+    di: u64,
+    orig_ax: u64,
+    ip: u64,
+    cs: u64,
+    flags: u64,
+    sp: u64,
+    ss: u64,
+}
+
+#[inline(always)]
+fn read_regs(ptr: *const PtRegs) -> Option<PtRegs> {
+    // SAFETY: `ptr` comes from the tracepoint's arguments or bpf_task_pt_regs;
+    // the helper checks the read.
+    unsafe { bpf_probe_read_kernel(ptr).ok() }
+}
+
+#[inline(always)]
+fn syscall_args(r: &PtRegs) -> [u64; 6] {
+    [r.di, r.si, r.dx, r.r10, r.r8, r.r9]
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if !is_target(tid) {
+        return 0;
+    }
+    let Some(regs) = read_regs(ctx.arg::<*const PtRegs>(0)) else {
+        return 0;
+    };
+    let nr: u64 = ctx.arg(1);
+    let args = syscall_args(&regs);
+    if nr == nr::EXIT as u64 || nr == nr::EXIT_GROUP as u64 {
+        // These never reach sys_exit: record them whole here.
+        let hdr = header(REC_SYSCALL, pid_tgid);
+        let rec = SyscallRec {
+            hdr,
+            nr: nr as u32,
+            flags: SC_NO_RETURN,
+            enter_ns: hdr.time_ns,
+            ret: 0,
+            args,
+        };
+        data_out(
+            hdr.cpu,
+            &rec as *const SyscallRec as *const u8,
+            core::mem::size_of::<SyscallRec>(),
+        );
+        return 0;
+    }
+    // SAFETY: plain helper call.
+    let e = Enter {
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        nr,
+        args,
+    };
+    let _ = ENTER.insert(&tid, &e, 0);
+    0
+}
+
+/// Computes where a syscall's output buffers are and queues them as
+/// segments. Runs under `bpf_loop` with its inputs in the per-CPU `SEGS`
+/// value, for the same reason as `copy_segments`.
+#[inline(always)]
+fn plan_outputs(spec: &SyscallSpec, args: &[u64; 6], ret: i64, segs: &mut Segs) {
+    segs.n = 0;
+    segs.spec = *spec;
+    segs.args = *args;
+    segs.ret = ret;
+    // SAFETY: plan_step is a static BPF subprogram with the callback ABI.
+    unsafe {
+        bpf_loop(
+            MAX_OUTS as u32,
+            plan_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
+/// Plans output `index` of the syscall in `SEGS`. Returns 1 to stop.
+#[inline(never)]
+extern "C" fn plan_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(segs) = SEGS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's map value, used only by this program run.
+    let segs = unsafe { &mut *segs };
+    if index >= segs.spec.nouts as u64 || index >= MAX_OUTS as u64 {
+        return 1;
+    }
+    let o = segs.spec.outs[index as usize];
+    let args = segs.args;
+    plan_one(&o, &args, segs.ret, segs);
+    0
+}
+
+#[inline(always)]
+fn arg(args: &[u64; 6], i: u8) -> u64 {
+    // A match, not an index: the verifier rejects variable-offset stack reads.
+    match i {
+        0 => args[0],
+        1 => args[1],
+        2 => args[2],
+        3 => args[3],
+        4 => args[4],
+        _ => args[5],
+    }
+}
+
+#[inline(always)]
+fn push_seg(segs: &mut Segs, slot: u64, addr: u64, len: u64) {
+    if addr == 0 || len == 0 {
+        return;
+    }
+    let n = segs.n as usize;
+    if n < MAX_SEGS {
+        segs.segs[n] = Seg { slot, addr, len };
+        segs.n += 1;
+    }
+}
+
+#[inline(always)]
+fn read_u32(addr: u64) -> Option<u32> {
+    // SAFETY: the helper checks the user read.
+    unsafe { bpf_probe_read_user(addr as *const u32).ok() }
+}
+
+#[inline(always)]
+fn plan_one(o: &OutSpec, args: &[u64; 6], ret: i64, segs: &mut Segs) {
+    if o.when == WHEN_OK && ret < 0 {
+        return;
+    }
+    let addr = arg(args, o.arg);
+    let slot = o.arg as u64;
+    let len = match o.rule {
+        LEN_RET => ret as u64,
+        LEN_FIXED => o.size as u64,
+        LEN_ARG => arg(args, o.param).wrapping_mul(o.size as u64),
+        LEN_RET_TIMES => (ret as u64).wrapping_mul(o.size as u64),
+        LEN_LENPTR => match read_u32(arg(args, o.param)) {
+            Some(n) if (n as u64) < o.size as u64 => n as u64,
+            Some(_) => o.size as u64,
+            None => 0,
+        },
+        LEN_FDSET => arg(args, o.param).wrapping_add(63) / 64 * 8,
+        LEN_IOCTL => ioctl_len(args[1]),
+        LEN_IOV => {
+            plan_iov(slot, addr, arg(args, o.param), ret as u64, segs);
+            0
+        }
+        LEN_MSGHDR => {
+            plan_msghdr(slot, addr, ret as u64, segs);
+            0
+        }
+        _ => 0,
+    };
+    push_seg(segs, slot, addr, len);
+}
+
+/// Bytes an ioctl wrote into `args[2]`, from its request number.
+#[inline(always)]
+fn ioctl_len(req: u64) -> u64 {
+    const IOC_READ: u64 = 2;
+    match req {
+        0x5401 => 36, // TCGETS: struct termios
+        0x5413 => 8,  // TIOCGWINSZ
+        0x541B => 4,  // FIONREAD
+        0x540F => 4,  // TIOCGPGRP
+        _ if (req >> 30) & IOC_READ != 0 => (req >> 16) & 0x3fff,
+        _ => 0,
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+const MAX_IOV: u64 = 8;
+
+#[inline(always)]
+fn plan_iov(slot: u64, iov: u64, count: u64, mut remaining: u64, segs: &mut Segs) {
+    let mut i = 0;
+    while i < MAX_IOV {
+        if i >= count || remaining == 0 {
+            break;
+        }
+        // SAFETY: the helper checks the user read.
+        let Ok(v) = (unsafe { bpf_probe_read_user((iov + i * 16) as *const Iovec) }) else {
+            break;
+        };
+        let take = if v.len < remaining { v.len } else { remaining };
+        push_seg(segs, slot, v.base, take);
+        remaining -= take;
+        i += 1;
+    }
+    if remaining != 0 {
+        // More iovecs than recorded: make the loss visible.
+        push_seg(segs, slot, u64::MAX, remaining);
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MsgHdr {
+    name: u64,
+    namelen: u32,
+    _pad: u32,
+    iov: u64,
+    iovlen: u64,
+    control: u64,
+    controllen: u64,
+    flags: u32,
+    _pad2: u32,
+}
+
+#[inline(always)]
+fn plan_msghdr(slot: u64, addr: u64, ret: u64, segs: &mut Segs) {
+    // SAFETY: the helper checks the user read.
+    let Ok(m) = (unsafe { bpf_probe_read_user(addr as *const MsgHdr) }) else {
+        return;
+    };
+    push_seg(segs, slot, addr, core::mem::size_of::<MsgHdr>() as u64);
+    push_seg(segs, slot, m.name, (m.namelen as u64) & 0xff);
+    push_seg(segs, slot, m.control, m.controllen & 0xffff);
+    plan_iov(slot, m.iov, m.iovlen, ret, segs);
+}
+
+/// Copies the queued segments into the data ring in chunks. Returns false if
+/// any byte could not be copied.
+///
+/// The loop runs under `bpf_loop`, so the verifier checks one chunk's worth
+/// of code instead of unrolling `MAX_CHUNKS` iterations; its state lives in
+/// the per-CPU `SEGS` value, which the verifier does not track, so callback
+/// states converge at once.
+#[inline(always)]
+fn copy_segments(hdr: &RecHeader, segs: &mut Segs) -> bool {
+    segs.hdr = *hdr;
+    segs.seg = 0;
+    segs.off = 0;
+    segs.incomplete = 0;
+    // SAFETY: copy_step is a static BPF subprogram with the callback ABI;
+    // it ignores its context pointer.
+    unsafe {
+        bpf_loop(
+            MAX_CHUNKS,
+            copy_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+    if segs.seg < segs.n {
+        segs.incomplete = 1;
+    }
+    segs.incomplete == 0
+}
+
+/// One chunk of `copy_segments`. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn copy_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(segs), Some(scratch)) = (SEGS.get_ptr_mut(0), SCRATCH.get_ptr_mut(0)) else {
+        return 1;
+    };
+    // SAFETY: both are this CPU's map values, used only by this program run.
+    let (segs, scratch) = unsafe { (&mut *segs, &mut *scratch) };
+    let seg = segs.seg as usize;
+    if seg >= segs.n as usize || seg >= MAX_SEGS {
+        return 1;
+    }
+    let s = segs.segs[seg];
+    if s.addr == u64::MAX {
+        segs.incomplete = 1;
+        segs.seg += 1;
+        return 0;
+    }
+    let off = segs.off;
+    let left = s.len.wrapping_sub(off);
+    let n = if left > CHUNK_MAX as u64 {
+        CHUNK_MAX as u64
+    } else {
+        left
+    };
+    let size = (n as u32) & (CHUNK_MAX as u32 * 2 - 1);
+    scratch.head = ChunkHdr {
+        hdr: RecHeader {
+            kind: REC_CHUNK,
+            ..segs.hdr
+        },
+        slot: s.slot as u32,
+        len: size,
+        addr: s.addr.wrapping_add(off),
+        offset: off,
+        total: s.len,
+    };
+    // SAFETY: the destination is CHUNK_MAX bytes and size <= CHUNK_MAX; the
+    // helper checks the user read.
+    let ok = size <= CHUNK_MAX as u32
+        && unsafe {
+            probe_read_user_raw(
+                scratch.data.as_mut_ptr().cast(),
+                size,
+                s.addr.wrapping_add(off) as *const _,
+            )
+        } == 0;
+    if !ok {
+        // Sent empty so the daemon sees exactly which bytes are missing.
+        scratch.head.len = 0;
+        segs.incomplete = 1;
+    }
+    let len = scratch.head.len as usize;
+    if len <= CHUNK_MAX {
+        let total = core::mem::size_of::<ChunkHdr>() + len;
+        if !data_out(segs.hdr.cpu, scratch as *const ChunkRec as *const u8, total) {
+            segs.incomplete = 1;
+        }
+    }
+    segs.off = off.wrapping_add(n);
+    if segs.off >= s.len || n == 0 {
+        segs.seg += 1;
+        segs.off = 0;
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if !is_target(tid) {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
+    let mut hdr = header(REC_SYSCALL, pid_tgid);
+    let mut flags = 0u32;
+    // SAFETY: the entry is this thread's own, copied out at once.
+    let entered = unsafe { ENTER.get(&tid).copied() };
+    let regs = read_regs(ctx.arg::<*const PtRegs>(0));
+    let (nr, enter_ns, args) = match (entered, regs) {
+        (Some(e), _) if e.time_ns != 0 => (e.nr as u32, e.time_ns, e.args),
+        (_, Some(r)) => {
+            flags |= SC_ENTER_UNSEEN;
+            (r.orig_ax as u32, hdr.time_ns, syscall_args(&r))
+        }
+        _ => return 0,
+    };
+    if entered.is_some() {
+        let cleared = Enter {
+            time_ns: 0,
+            nr: 0,
+            args: [0; 6],
+        };
+        let _ = ENTER.insert(&tid, &cleared, 0);
+    }
+    let spec = SPECS.get(nr % TABLE_SIZE).copied().unwrap_or_default();
+    if let Some(segs) = SEGS.get_ptr_mut(0) {
+        // SAFETY: this CPU's scratch, used only while this program runs.
+        let segs = unsafe { &mut *segs };
+        plan_outputs(&spec, &args, ret, segs);
+        if (nr == nr::EXECVE || nr == nr::EXECVEAT) && ret == 0 {
+            if let Some(r) = regs {
+                plan_exec_argv(r.sp, segs);
+            }
+        }
+        if segs.n != 0 && !copy_segments(&hdr, segs) {
+            flags |= SC_INCOMPLETE_COPY;
+            count_loss(LOSS_INCOMPLETE_COPY);
+        }
+    }
+    // SAFETY: plain helper call.
+    hdr.time_ns = unsafe { bpf_ktime_get_ns() };
+    let rec = SyscallRec {
+        hdr,
+        nr,
+        flags,
+        enter_ns,
+        ret,
+        args,
+    };
+    data_out(
+        hdr.cpu,
+        &rec as *const SyscallRec as *const u8,
+        core::mem::size_of::<SyscallRec>(),
+    );
+    0
+}
+
+/// After a successful execve the new stack holds argc, argv[], NULL, envp[]:
+/// the argv strings are contiguous from argv[0] up to envp[0].
+#[inline(always)]
+fn plan_exec_argv(sp: u64, segs: &mut Segs) {
+    // SAFETY: the helper checks each user read.
+    unsafe {
+        let Ok(argc) = bpf_probe_read_user(sp as *const u64) else {
+            return;
+        };
+        let argc = argc & 0xffff;
+        let Ok(first) = bpf_probe_read_user((sp + 8) as *const u64) else {
+            return;
+        };
+        let Ok(env0) = bpf_probe_read_user((sp + 16 + argc * 8) as *const u64) else {
+            return;
+        };
+        let end = if env0 > first { env0 } else { first + 4096 };
+        push_seg(segs, SLOT_EXEC_ARGV as u64, first, (end - first) & 0xfffff);
+    }
+}
+
+#[inline(always)]
+fn read_field<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
+    // SAFETY: the offset comes from the tracepoint's format file; the helper
+    // checks the read.
+    unsafe { ctx.read_at::<T>(off as usize).ok() }
+}
+
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn sched_switch(ctx: TracePointContext) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let prev: u32 = read_field::<i32>(&ctx, cfg.switch_prev_pid).unwrap_or(0) as u32;
+    let next: u32 = read_field::<i32>(&ctx, cfg.switch_next_pid).unwrap_or(0) as u32;
+    let prev_in = is_target(prev);
+    if !prev_in && !is_target(next) {
+        return 0;
+    }
+    let prev_state: u64 = read_field::<i64>(&ctx, cfg.switch_prev_state).unwrap_or(0) as u64;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let hdr = header(REC_SWITCH, pid_tgid);
+    let mut rec = SwitchRec {
+        hdr,
+        prev_tid: prev,
+        next_tid: next,
+        prev_state,
+        ip: 0,
+        sp: 0,
+    };
+    if prev_in && prev_state == 0 {
+        // Preempted: where in user space? (current is prev here.)
+        // SAFETY: helper calls on the current task; reads are checked.
+        unsafe {
+            let task = bpf_get_current_task_btf();
+            let regs = bpf_task_pt_regs(task) as *const PtRegs;
+            if let Some(r) = read_regs(regs) {
+                if r.cs & 3 == 3 {
+                    rec.ip = r.ip;
+                    rec.sp = r.sp;
+                }
+            }
+        }
+    }
+    data_out(
+        hdr.cpu,
+        &rec as *const SwitchRec as *const u8,
+        core::mem::size_of::<SwitchRec>(),
+    );
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if !is_target(tid) {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let child: u32 = read_field::<i32>(&ctx, cfg.fork_child_pid).unwrap_or(0) as u32;
+    // The clone flags, from the syscall this thread is in.
+    // SAFETY: copied out at once.
+    let flags = match unsafe { ENTER.get(&tid).copied() } {
+        Some(e) if e.nr == nr::CLONE as u64 => e.args[0],
+        Some(e) if e.nr == nr::CLONE3 as u64 => {
+            // SAFETY: the helper checks the user read (clone_args.flags).
+            unsafe { bpf_probe_read_user(e.args[0] as *const u64).unwrap_or(0) }
+        }
+        Some(e) if e.nr == nr::VFORK as u64 => 0x4100, // CLONE_VM | CLONE_VFORK
+        _ => 0,
+    };
+    const CLONE_THREAD: u64 = 0x10000;
+    let child_pid = if flags & CLONE_THREAD != 0 {
+        (pid_tgid >> 32) as u32
+    } else {
+        child
+    };
+    let _ = TIDS.insert(&child, &child_pid, 0);
+    let rec = ForkRec {
+        hdr: header(REC_FORK, pid_tgid),
+        child_pid,
+        child_tid: child,
+        flags,
+    };
+    life_out(&rec);
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let pid: u32 = read_field::<i32>(&ctx, cfg.exec_pid).unwrap_or(0) as u32;
+    let old: u32 = read_field::<i32>(&ctx, cfg.exec_old_pid).unwrap_or(0) as u32;
+    if !is_target(pid) && !is_target(old) {
+        return 0;
+    }
+    if old != pid {
+        // A non-leader thread exec'd and took over the leader's tid.
+        let _ = TIDS.remove(&old);
+        let _ = TIDS.insert(&pid, &pid, 0);
+    }
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let rec = rec as *mut ExecRec;
+    let loc: u32 = read_field::<u32>(&ctx, cfg.exec_filename).unwrap_or(0);
+    // SAFETY: SCRATCH's value is larger than an ExecRec; only this program
+    // uses it on this CPU now.
+    unsafe {
+        (*rec).hdr = header(REC_EXEC, bpf_get_current_pid_tgid());
+        (*rec).old_tid = old;
+        let src = (ctx.as_ptr_u8()).add((loc & 0xffff) as usize);
+        let n = aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut (*rec).path)
+            .map(|s| s.len())
+            .unwrap_or(0);
+        (*rec).path_len = n as u32;
+        life_out(&*rec);
+    }
+    0
+}
+
+trait CtxPtr {
+    fn as_ptr_u8(&self) -> *const u8;
+}
+impl CtxPtr for TracePointContext {
+    fn as_ptr_u8(&self) -> *const u8 {
+        use aya_ebpf::EbpfContext;
+        self.as_ptr() as *const u8
+    }
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if !is_target(tid) {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let group_dead = read_field::<u8>(&ctx, cfg.exit_group_dead).unwrap_or(0) as u32;
+    let _ = TIDS.remove(&tid);
+    let _ = ENTER.remove(&tid);
+    life_out(&ExitRec {
+        hdr: header(REC_EXIT, pid_tgid),
+        group_dead,
+        _pad: 0,
+    });
+    0
+}
+
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn signal_generate(ctx: TracePointContext) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let target: u32 = read_field::<i32>(&ctx, cfg.sig_gen_pid).unwrap_or(0) as u32;
+    // SAFETY: copied out at once.
+    let Some(tgid) = (unsafe { TIDS.get(&target).copied() }) else {
+        return 0;
+    };
+    let mut hdr = header(REC_SIGNAL, bpf_get_current_pid_tgid());
+    // The record is about the target, whoever sent it.
+    hdr.pid = tgid;
+    hdr.tid = target;
+    let rec = SignalRec {
+        hdr,
+        sig: read_field::<i32>(&ctx, cfg.sig_sig).unwrap_or(0) as u32,
+        phase: SIG_GENERATED,
+        code: read_field::<i32>(&ctx, cfg.sig_code).unwrap_or(0),
+        errno: read_field::<i32>(&ctx, cfg.sig_errno).unwrap_or(0),
+        result: read_field::<i32>(&ctx, cfg.sig_gen_result).unwrap_or(0),
+        target_tid: target,
+        sa_handler: 0,
+    };
+    life_out(&rec);
+    0
+}
+
+#[tracepoint(category = "signal", name = "signal_deliver")]
+pub fn signal_deliver(ctx: TracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if !is_target(tid) {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let rec = SignalRec {
+        hdr: header(REC_SIGNAL, pid_tgid),
+        sig: read_field::<i32>(&ctx, cfg.sig_sig).unwrap_or(0) as u32,
+        phase: SIG_DELIVERED,
+        code: read_field::<i32>(&ctx, cfg.sig_code).unwrap_or(0),
+        errno: read_field::<i32>(&ctx, cfg.sig_errno).unwrap_or(0),
+        result: 0,
+        target_tid: tid,
+        sa_handler: read_field::<u64>(&ctx, cfg.sig_del_sa_handler).unwrap_or(0),
+    };
+    life_out(&rec);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,332 @@
+//! Turns decoded ring records into trace events: joins a syscall's output
+//! chunks to it, pairs an exec's path (from the scheduler tracepoint) with
+//! its argv (copied at the execve's exit), and names the thread a context
+//! switch is about.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use recorder_common::*;
+use tracelog::{Args, Event, EventKind, Output, SignalPhase, Syscall};
+
+use crate::decode::Record;
+
+#[derive(Debug)]
+struct Partial {
+    slot: u32,
+    addr: u64,
+    total: u64,
+    data: Vec<u8>,
+    complete: bool,
+}
+
+/// Record-to-event state. Records of one thread must be fed in ring order
+/// (a syscall's chunks before the syscall); lifecycle records before data
+/// records of the same drain (an exec's record precedes its execve's exit).
+#[derive(Debug, Default)]
+pub struct Assembler {
+    chunks: HashMap<u32, Vec<Partial>>,
+    exec_paths: HashMap<u32, (u64, String)>,
+    tgid_of: HashMap<u32, u32>,
+    /// Records that could not be decoded.
+    pub malformed: u64,
+}
+
+fn event(hdr: &RecHeader, kind: EventKind) -> Event {
+    Event {
+        seq: 0,
+        epoch: 0,
+        time_ns: hdr.time_ns,
+        cpu: hdr.cpu,
+        pid: hdr.pid,
+        tid: hdr.tid,
+        kind,
+    }
+}
+
+impl Assembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tells the assembler a thread's process (threads found at attach time).
+    pub fn know_thread(&mut self, tid: u32, tgid: u32) {
+        self.tgid_of.insert(tid, tgid);
+    }
+
+    /// Feeds one record; finished events are appended to `out`.
+    pub fn feed(&mut self, rec: Record<'_>, out: &mut Vec<Event>) {
+        match rec {
+            Record::Chunk(h, data) => self.chunk(&h, data),
+            Record::Syscall(s) => self.syscall(&s, out),
+            Record::Switch(s) => {
+                let about = if self.tgid_of.contains_key(&s.prev_tid) {
+                    s.prev_tid
+                } else {
+                    s.next_tid
+                };
+                let pid = self.tgid_of.get(&about).copied().unwrap_or(about);
+                let mut e = event(
+                    &s.hdr,
+                    EventKind::Switch {
+                        prev_tid: s.prev_tid,
+                        next_tid: s.next_tid,
+                        prev_state: s.prev_state,
+                        ip: s.ip,
+                        sp: s.sp,
+                    },
+                );
+                e.pid = pid;
+                e.tid = about;
+                out.push(e);
+            }
+            Record::Fork(f) => {
+                self.tgid_of.insert(f.hdr.tid, f.hdr.pid);
+                self.tgid_of.insert(f.child_tid, f.child_pid);
+                out.push(event(
+                    &f.hdr,
+                    EventKind::Fork {
+                        child_pid: f.child_pid,
+                        child_tid: f.child_tid,
+                        flags: f.flags,
+                    },
+                ));
+            }
+            Record::Exec { hdr, old_tid, path } => {
+                if old_tid != hdr.tid {
+                    self.tgid_of.remove(&old_tid);
+                }
+                self.tgid_of.insert(hdr.tid, hdr.pid);
+                self.exec_paths.insert(
+                    hdr.pid,
+                    (hdr.time_ns, String::from_utf8_lossy(path).into_owned()),
+                );
+            }
+            Record::Exit(x) => {
+                self.chunks.remove(&x.hdr.tid);
+                out.push(event(
+                    &x.hdr,
+                    EventKind::Exit {
+                        code: 0,
+                        signal: 0,
+                        group_dead: x.group_dead != 0,
+                    },
+                ));
+            }
+            Record::Signal(s) => {
+                let phase = if s.phase == SIG_DELIVERED {
+                    SignalPhase::Delivered
+                } else {
+                    SignalPhase::Generated
+                };
+                out.push(event(
+                    &s.hdr,
+                    EventKind::Signal {
+                        sig: s.sig,
+                        phase,
+                        code: s.code,
+                        errno: s.errno,
+                        result: s.result,
+                        target_tid: s.target_tid,
+                    },
+                ));
+            }
+        }
+    }
+
+    fn chunk(&mut self, h: &ChunkHdr, data: &[u8]) {
+        let parts = self.chunks.entry(h.hdr.tid).or_default();
+        let continues = h.offset != 0
+            && parts
+                .last()
+                .is_some_and(|p| p.slot == h.slot && p.addr + p.data.len() as u64 == h.addr);
+        if !continues {
+            parts.push(Partial {
+                slot: h.slot,
+                addr: h.addr,
+                total: h.total,
+                data: Vec::with_capacity(h.total.min(1 << 22) as usize),
+                complete: h.offset == 0,
+            });
+        }
+        let p = parts.last_mut().expect("pushed above");
+        // A chunk the kernel could not copy arrives empty: the output is cut.
+        p.complete &= data.len() as u64 == h.len as u64 && h.len != 0;
+        p.data.extend_from_slice(data);
+    }
+
+    fn syscall(&mut self, s: &SyscallRec, out: &mut Vec<Event>) {
+        self.tgid_of.insert(s.hdr.tid, s.hdr.pid);
+        let spec = spec(s.nr);
+        let nargs = (spec.nargs as usize).min(6);
+        let mut outputs = Vec::new();
+        let mut argv = None;
+        for p in self.chunks.remove(&s.hdr.tid).unwrap_or_default() {
+            let complete = p.complete && p.data.len() as u64 == p.total;
+            if p.slot == SLOT_EXEC_ARGV {
+                argv = Some(split_argv(&p.data));
+                continue;
+            }
+            outputs.push(Output {
+                arg: p.slot as u8,
+                addr: p.addr,
+                data: Bytes::from(p.data),
+                complete,
+            });
+        }
+        let is_exec = (s.nr == nr::EXECVE || s.nr == nr::EXECVEAT) && s.ret == 0;
+        if is_exec {
+            let argv = argv.unwrap_or_default();
+            let (time_ns, path) = self
+                .exec_paths
+                .remove(&s.hdr.pid)
+                .unwrap_or_else(|| (s.hdr.time_ns, argv.first().cloned().unwrap_or_default()));
+            let mut e = event(&s.hdr, EventKind::Exec { path, argv });
+            e.time_ns = time_ns;
+            out.push(e);
+        }
+        out.push(event(
+            &s.hdr,
+            EventKind::Syscall(Syscall {
+                nr: s.nr,
+                args: Args::new(&s.args[..nargs]),
+                ret: s.ret,
+                enter_ns: s.enter_ns,
+                flags: s.flags,
+                outputs,
+            }),
+        ));
+    }
+}
+
+fn split_argv(block: &[u8]) -> Vec<String> {
+    block
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(kind: u32, tid: u32, t: u64) -> RecHeader {
+        RecHeader {
+            kind,
+            cpu: 0,
+            time_ns: t,
+            pid: tid,
+            tid,
+        }
+    }
+
+    #[test]
+    fn assemble_chunks_join_their_syscall() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        let c1 = ChunkHdr {
+            hdr: hdr(REC_CHUNK, 5, 1),
+            slot: 1,
+            len: 3,
+            addr: 0x1000,
+            offset: 0,
+            total: 5,
+        };
+        let c2 = ChunkHdr {
+            hdr: hdr(REC_CHUNK, 5, 1),
+            slot: 1,
+            len: 2,
+            addr: 0x1003,
+            offset: 3,
+            total: 5,
+        };
+        a.feed(Record::Chunk(c1, b"hel"), &mut out);
+        a.feed(Record::Chunk(c2, b"lo"), &mut out);
+        let s = SyscallRec {
+            hdr: hdr(REC_SYSCALL, 5, 2),
+            nr: 0,
+            ret: 5,
+            args: [3, 0x1000, 64, 9, 9, 9],
+            ..Default::default()
+        };
+        a.feed(Record::Syscall(s), &mut out);
+        let EventKind::Syscall(sc) = &out[0].kind else {
+            panic!()
+        };
+        assert_eq!(sc.args.as_slice(), &[3, 0x1000, 64]);
+        assert_eq!(sc.outputs.len(), 1);
+        assert_eq!(&sc.outputs[0].data[..], b"hello");
+        assert!(sc.outputs[0].complete);
+    }
+
+    #[test]
+    fn assemble_missing_chunk_marks_incomplete() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        let c1 = ChunkHdr {
+            hdr: hdr(REC_CHUNK, 5, 1),
+            slot: 1,
+            len: 3,
+            addr: 0x1000,
+            offset: 0,
+            total: 6,
+        };
+        a.feed(Record::Chunk(c1, b"hel"), &mut out);
+        let s = SyscallRec {
+            hdr: hdr(REC_SYSCALL, 5, 2),
+            nr: 0,
+            ret: 6,
+            ..Default::default()
+        };
+        a.feed(Record::Syscall(s), &mut out);
+        let EventKind::Syscall(sc) = &out[0].kind else {
+            panic!()
+        };
+        assert!(!sc.outputs[0].complete);
+    }
+
+    #[test]
+    fn assemble_exec_pairs_path_and_argv() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        a.feed(
+            Record::Exec {
+                hdr: hdr(REC_EXEC, 9, 10),
+                old_tid: 9,
+                path: b"/bin/echo",
+            },
+            &mut out,
+        );
+        let c = ChunkHdr {
+            hdr: hdr(REC_CHUNK, 9, 11),
+            slot: SLOT_EXEC_ARGV,
+            len: 8,
+            addr: 1,
+            offset: 0,
+            total: 8,
+        };
+        a.feed(Record::Chunk(c, b"echo\0hi\0"), &mut out);
+        a.feed(
+            Record::Syscall(SyscallRec {
+                hdr: hdr(REC_SYSCALL, 9, 12),
+                nr: nr::EXECVE,
+                ..Default::default()
+            }),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[0].kind,
+            EventKind::Exec {
+                path: "/bin/echo".into(),
+                argv: vec!["echo".into(), "hi".into()]
+            }
+        );
+        assert_eq!(out[0].time_ns, 10);
+        let EventKind::Syscall(sc) = &out[1].kind else {
+            panic!()
+        };
+        assert!(sc.outputs.is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! The loaded eBPF recorder: programs attached, the syscall table and the
+//! tracepoint offsets written into its maps, the target filter and the rings
+//! handed to the daemon.
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use recorder_common::{
+    spec, Config, DATA_RINGS, LOSS_COUNTERS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL,
+    LOSS_RING_FULL, TABLE_SIZE,
+};
+
+use crate::{sys, tracefs::TRACEPOINTS, RecordError};
+
+const DATA_RING_NAMES: [&str; DATA_RINGS as usize] = [
+    "DATA0", "DATA1", "DATA2", "DATA3", "DATA4", "DATA5", "DATA6", "DATA7",
+];
+
+/// The smallest ring the kernel accepts: one page.
+pub const MIN_RING_BYTES: u32 = 4096;
+
+/// Ring sizes. Invariant: powers of two, at least one page (the kernel's
+/// rule for BPF ring buffers).
+#[derive(Debug, Clone, Copy)]
+pub struct RingSizes {
+    /// Each per-CPU data ring (syscalls, output bytes, context switches).
+    pub data: u32,
+    /// The shared lifecycle ring (fork, exec, exit, signals).
+    pub lifecycle: u32,
+}
+
+impl Default for RingSizes {
+    fn default() -> Self {
+        RingSizes {
+            data: 16 << 20,
+            lifecycle: 1 << 20,
+        }
+    }
+}
+
+/// Per-CPU loss counters, as read from the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuLoss {
+    pub cpu: u32,
+    pub ring_full: u64,
+    pub incomplete_copies: u64,
+}
+
+pub struct Probe {
+    ebpf: Ebpf,
+    tids: HashMap<MapData, u32, u32>,
+    loss: PerCpuArray<MapData, u64>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").finish_non_exhaustive()
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> RecordError {
+    move |source| RecordError::Map { map, source }
+}
+
+fn missing_map(map: &'static str) -> RecordError {
+    RecordError::Map {
+        map,
+        source: aya::maps::MapError::InvalidName {
+            name: map.to_string(),
+        },
+    }
+}
+
+impl Probe {
+    /// Loads the programs and attaches them. Nothing is recorded until a
+    /// target is added to the filter.
+    pub fn load(config: Config, rings: RingSizes) -> Result<Probe, RecordError> {
+        sys::raise_memlock();
+        let ncpus = sys::nr_cpus();
+        let mut loader = EbpfLoader::new();
+        for (i, name) in DATA_RING_NAMES.iter().enumerate() {
+            loader.map_max_entries(
+                name,
+                if i < ncpus {
+                    rings.data
+                } else {
+                    MIN_RING_BYTES
+                },
+            );
+        }
+        loader.map_max_entries("LIFE", rings.lifecycle);
+        let mut ebpf = loader
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/recorder.bpf.o"
+            )))
+            .map_err(|source| RecordError::Load { source })?;
+
+        let mut specs: Array<_, recorder_common::SyscallSpec> =
+            Array::try_from(ebpf.map_mut("SPECS").ok_or_else(|| missing_map("SPECS"))?)
+                .map_err(map_err("SPECS"))?;
+        for nr in 0..TABLE_SIZE {
+            specs.set(nr, spec(nr), 0).map_err(map_err("SPECS"))?;
+        }
+        let mut cfg: Array<_, Config> = Array::try_from(
+            ebpf.map_mut("CONFIG")
+                .ok_or_else(|| missing_map("CONFIG"))?,
+        )
+        .map_err(map_err("CONFIG"))?;
+        cfg.set(0, config, 0).map_err(map_err("CONFIG"))?;
+
+        for (program, tp) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
+            let err = |source| RecordError::Program { program, source };
+            let p: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| err(aya::programs::ProgramError::UnexpectedProgramType))?
+                .try_into()
+                .map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(tp).map_err(err)?;
+        }
+        for (category, name) in TRACEPOINTS {
+            let err = |source| RecordError::Program {
+                program: name,
+                source,
+            };
+            let p: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| err(aya::programs::ProgramError::UnexpectedProgramType))?
+                .try_into()
+                .map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(category, name).map_err(err)?;
+        }
+        let tids = HashMap::try_from(ebpf.take_map("TIDS").ok_or_else(|| missing_map("TIDS"))?)
+            .map_err(map_err("TIDS"))?;
+        let loss = PerCpuArray::try_from(ebpf.take_map("LOSS").ok_or_else(|| missing_map("LOSS"))?)
+            .map_err(map_err("LOSS"))?;
+        Ok(Probe { ebpf, tids, loss })
+    }
+
+    /// Puts a thread into the in-kernel filter.
+    pub fn add_target(&mut self, tid: u32, tgid: u32) -> Result<(), RecordError> {
+        self.tids.insert(tid, tgid, 0).map_err(map_err("TIDS"))
+    }
+
+    /// Threads currently in the filter.
+    pub fn targets(&self) -> Vec<u32> {
+        self.tids.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Empties the filter: recording stops at once for every thread.
+    pub fn clear_targets(&mut self) {
+        for tid in self.targets() {
+            let _ = self.tids.remove(&tid);
+        }
+    }
+
+    /// The data rings (one per CPU in use) and, first, the lifecycle ring.
+    pub fn take_rings(&mut self) -> Result<Vec<RingBuf<MapData>>, RecordError> {
+        let mut rings = Vec::new();
+        let ncpus = sys::nr_cpus().min(DATA_RINGS as usize);
+        for name in std::iter::once("LIFE").chain(DATA_RING_NAMES[..ncpus].iter().copied()) {
+            let name: &'static str = name;
+            let map = self.ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
+            rings.push(RingBuf::try_from(map).map_err(map_err(name))?);
+        }
+        Ok(rings)
+    }
+
+    /// Loss counters per CPU.
+    pub fn losses(&self) -> Vec<CpuLoss> {
+        let read = |i: u32| {
+            self.loss
+                .get(&i, 0)
+                .map(|v| v.iter().copied().collect::<Vec<u64>>())
+                .unwrap_or_default()
+        };
+        let full = read(LOSS_RING_FULL);
+        let life = read(LOSS_LIFECYCLE_FULL);
+        let copies = read(LOSS_INCOMPLETE_COPY);
+        debug_assert!(LOSS_COUNTERS > LOSS_LIFECYCLE_FULL);
+        (0..full.len().max(copies.len()))
+            .map(|cpu| CpuLoss {
+                cpu: cpu as u32,
+                ring_full: full.get(cpu).copied().unwrap_or(0)
+                    + life.get(cpu).copied().unwrap_or(0),
+                incomplete_copies: copies.get(cpu).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,536 @@
+//! One recording, start to finish: load the probe, put the target in the
+//! filter, drain the rings until the whole tree has exited (or the user
+//! stops us), and finalise the trace.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    io::Write as _,
+    os::fd::{AsFd, AsRawFd, RawFd},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use recorder_common::{nr, Config};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+use tracelog::{Event, EventKind, Meta, SignalPhase, TraceState, TraceWriter, WriterOptions};
+
+use crate::{
+    assemble::Assembler,
+    decode::decode,
+    order::Orderer,
+    probe::{Probe, RingSizes},
+    sys::{self, ExitStatus, HeldChild},
+    RecordError,
+};
+
+/// What to record.
+#[derive(Debug)]
+pub enum Target {
+    /// A command forked by [`HeldChild::spawn`], waiting to exec.
+    Launch { child: HeldChild, argv: Vec<String> },
+    /// A running process and all its threads and descendants.
+    Attach { pid: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub out: PathBuf,
+    pub force: bool,
+    pub rings: RingSizes,
+    /// Print a live status line on stderr.
+    pub status_line: bool,
+    pub writer: WriterOptions,
+}
+
+/// How a recording ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The trace's final meta data.
+    pub meta: Meta,
+    /// The launched command's status (launch mode).
+    pub child: Option<ExitStatus>,
+    /// Events lost or cut, all causes together (0 for a complete recording).
+    pub lost: u64,
+}
+
+/// Checks everything recording needs before anything is started, and reads
+/// the tracepoint layout. Call it before [`HeldChild::spawn`].
+pub fn preflight() -> Result<Config, RecordError> {
+    sys::check_capabilities()?;
+    sys::check_btf()?;
+    crate::tracefs::load_config()
+}
+
+struct EpollFd(Epoll);
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0 .0.as_raw_fd()
+    }
+}
+
+/// Interval at which the rings are drained even without a wakeup.
+/// Invariant: well below `order::HOLD_NS`, so the orderer's hold covers it.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
+
+/// After the launched command is reaped, how long to wait for exit events of
+/// threads the recorder still believes alive before finalising anyway.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Records `target` into `opts.out`.
+pub async fn record(
+    config: Config,
+    target: Target,
+    opts: RecordOptions,
+) -> Result<Outcome, RecordError> {
+    let (root, argv, mode) = match &target {
+        Target::Launch { child, argv } => (child.pid, argv.clone(), "launch"),
+        Target::Attach { pid } => (*pid, sys::cmdline(*pid), "attach"),
+    };
+    let result = record_inner(config, target, &opts, root).await;
+    if result.is_err() && mode == "launch" {
+        // Never leave a held child waiting at its gate.
+        sys::kill(root, libc::SIGKILL);
+        let _ = sys::try_wait(root);
+    }
+    let _ = argv;
+    result
+}
+
+async fn record_inner(
+    config: Config,
+    mut target: Target,
+    opts: &RecordOptions,
+    root: u32,
+) -> Result<Outcome, RecordError> {
+    let launch = matches!(target, Target::Launch { .. });
+    if let Target::Attach { pid } = target {
+        if !sys::process_exists(pid) || pid == std::process::id() {
+            return Err(RecordError::NoSuchProcess { pid });
+        }
+    }
+    let mut probe = Probe::load(config, opts.rings)?;
+    let meta = initial_meta(&target, root);
+    let mut writer = TraceWriter::create(&opts.out, meta.clone(), opts.writer.clone())?;
+    let mut state = State::new(root, launch);
+
+    match &mut target {
+        Target::Launch { child, .. } => {
+            probe.add_target(child.pid, child.pid)?;
+            state.live.insert(child.pid);
+            state.tids.insert(child.pid);
+            child.release().map_err(|source| RecordError::Io {
+                what: "starting the command",
+                source,
+            })?;
+        }
+        Target::Attach { pid } => {
+            // Threads forked while we enumerate are caught by the in-kernel
+            // fork hook once their parent is in the filter; rescan until no
+            // new thread shows up.
+            for _ in 0..10 {
+                let tree = sys::process_tree(*pid);
+                let new: Vec<_> = tree
+                    .into_iter()
+                    .filter(|(t, _)| !state.tids.contains(t))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for (tid, tgid) in new {
+                    probe.add_target(tid, tgid)?;
+                    state.assembler.know_thread(tid, tgid);
+                    state.live.insert(tid);
+                    state.tids.insert(tid);
+                    state.pids.insert(tgid);
+                }
+            }
+            if state.live.is_empty() {
+                return Err(RecordError::NoSuchProcess { pid: *pid });
+            }
+        }
+    }
+
+    let mut rings = probe.take_rings()?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+        .map_err(|e| io_err("creating an epoll instance", e))?;
+    for (i, ring) in rings.iter().enumerate() {
+        epoll
+            .add(ring.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+            .map_err(|e| io_err("watching a ring buffer", e))?;
+    }
+    // SAFETY: EpollFd owns the epoll descriptor, which stays open for as
+    // long as the AsyncFd that holds it.
+    let epoll = unsafe { AsyncFd::register(EpollFd(epoll)) }.map_err(|e| RecordError::Io {
+        what: "registering with tokio",
+        source: e.into(),
+    })?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
+        what: "installing a SIGINT handler",
+        source,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| RecordError::Io {
+        what: "installing a SIGTERM handler",
+        source,
+    })?;
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    let mut status = StatusLine::new(opts.status_line);
+    let mut child_status = None;
+    let mut reaped_at: Option<Instant> = None;
+    let mut interrupted_at: Option<Instant> = None;
+    let mut last_liveness = Instant::now();
+    let end_reason;
+    loop {
+        let mut stop_signal = None;
+        tokio::select! {
+            r = epoll.readable() => {
+                if let Ok(mut guard) = r {
+                    let mut evs = [EpollEvent::empty(); 16];
+                    let _ = guard.get_inner().0.wait(&mut evs, EpollTimeout::ZERO);
+                    guard.clear_ready();
+                }
+            }
+            _ = tick.tick() => {}
+            _ = sigint.recv() => stop_signal = Some("SIGINT"),
+            _ = sigterm.recv() => stop_signal = Some("SIGTERM"),
+        }
+        drain(&mut rings, &mut state, &mut writer, sys::monotonic_ns())?;
+        writer.tick()?;
+        status.update(&writer, &probe);
+
+        if let Some(sig) = stop_signal {
+            if !launch || interrupted_at.is_some() {
+                end_reason = format!("stopped by {sig}");
+                break;
+            }
+            // The terminal sent it to the command too: give the tree a
+            // moment to exit by itself.
+            interrupted_at = Some(Instant::now());
+        }
+        if launch && child_status.is_none() {
+            if let Some(s) = sys::try_wait(root).map_err(|source| RecordError::Io {
+                what: "waiting for the command",
+                source,
+            })? {
+                child_status = Some(s);
+                reaped_at = Some(Instant::now());
+            }
+        }
+        if last_liveness.elapsed() > Duration::from_secs(1) {
+            // Exit events can be lost (ring full): trust /proc as a backstop.
+            last_liveness = Instant::now();
+            let gone: Vec<u32> = state
+                .live
+                .iter()
+                .copied()
+                .filter(|t| !sys::process_exists(*t))
+                .collect();
+            if gone.len() == state.live.len() && reaped_at.is_none() {
+                reaped_at = Some(Instant::now());
+            }
+        }
+        if state.live.is_empty() && (!launch || child_status.is_some()) {
+            end_reason = "the target exited".to_string();
+            break;
+        }
+        if reaped_at.is_some_and(|t| t.elapsed() > EXIT_GRACE) {
+            end_reason = if state.live.iter().any(|t| sys::process_exists(*t)) {
+                "the command exited; stopped waiting for its remaining descendants".to_string()
+            } else {
+                "the target exited".to_string()
+            };
+            break;
+        }
+        if interrupted_at.is_some_and(|t| t.elapsed() > EXIT_GRACE) {
+            end_reason = "stopped by SIGINT".to_string();
+            break;
+        }
+    }
+
+    // Detach: nothing new enters the rings, then take what is there.
+    probe.clear_targets();
+    drain(&mut rings, &mut state, &mut writer, u64::MAX)?;
+    if launch && child_status.is_none() {
+        child_status = sys::try_wait(root).ok().flatten();
+    }
+    status.clear();
+    finalise(writer, meta, state, &probe, child_status, end_reason)
+}
+
+fn io_err(what: &'static str, e: nix::Error) -> RecordError {
+    RecordError::Io {
+        what,
+        source: e.into(),
+    }
+}
+
+fn initial_meta(target: &Target, root: u32) -> Meta {
+    let (mode, command, env, cwd) = match target {
+        Target::Launch { argv, .. } => (
+            "launch",
+            argv.clone(),
+            std::env::vars().map(|(k, v)| format!("{k}={v}")).collect(),
+            std::env::current_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        Target::Attach { pid } => (
+            "attach",
+            sys::cmdline(*pid),
+            sys::environ(*pid),
+            sys::cwd(*pid),
+        ),
+    };
+    Meta {
+        uniplay_version: env!("CARGO_PKG_VERSION").to_string(),
+        host: sys::host(),
+        mode: mode.to_string(),
+        command,
+        env,
+        cwd,
+        root_pid: root,
+        start_unix_ns: sys::realtime_ns(),
+        start_mono_ns: sys::monotonic_ns(),
+        ..Meta::default()
+    }
+}
+
+/// Bookkeeping over released events.
+struct State {
+    assembler: Assembler,
+    orderer: Orderer,
+    batch: Vec<Event>,
+    root: u32,
+    /// Launch mode: events of the root before its exec are the launcher's.
+    root_started: bool,
+    live: HashSet<u32>,
+    tids: BTreeSet<u32>,
+    pids: BTreeSet<u32>,
+    exit_code: HashMap<u32, i32>,
+    fatal_signal: HashMap<u32, u32>,
+    root_exit: Option<(i32, u32)>,
+}
+
+impl State {
+    fn new(root: u32, launch: bool) -> State {
+        State {
+            assembler: Assembler::new(),
+            orderer: Orderer::default(),
+            batch: Vec::new(),
+            root,
+            root_started: !launch,
+            live: HashSet::new(),
+            tids: BTreeSet::new(),
+            pids: BTreeSet::from([root]),
+            exit_code: HashMap::new(),
+            fatal_signal: HashMap::new(),
+            root_exit: None,
+        }
+    }
+
+    /// Book-keeps one event in time order; false if it is to be dropped.
+    fn admit(&mut self, e: &mut Event) -> bool {
+        if !self.root_started && e.pid == self.root {
+            if matches!(e.kind, EventKind::Exec { .. }) {
+                self.root_started = true;
+            } else {
+                return false;
+            }
+        }
+        match &mut e.kind {
+            EventKind::Fork {
+                child_pid,
+                child_tid,
+                ..
+            } => {
+                self.live.insert(*child_tid);
+                self.tids.insert(*child_tid);
+                self.pids.insert(*child_pid);
+            }
+            EventKind::Syscall(s)
+                if s.nr == nr::EXIT_GROUP || (s.nr == nr::EXIT && e.pid == e.tid) =>
+            {
+                let code = s.args.as_slice().first().copied().unwrap_or(0) as i32;
+                self.exit_code.insert(e.pid, code & 0xff);
+            }
+            EventKind::Signal {
+                sig,
+                phase: SignalPhase::Delivered,
+                ..
+            } if is_fatal_by_default(*sig) => {
+                // Only a default (SIG_DFL) action kills; handled ones show up
+                // as the handler running instead.
+                self.fatal_signal.insert(e.pid, *sig);
+            }
+            EventKind::Exit {
+                code,
+                signal,
+                group_dead,
+            } => {
+                self.live.remove(&e.tid);
+                self.tids.insert(e.tid);
+                if let Some(sig) = self.fatal_signal.get(&e.pid) {
+                    *signal = *sig;
+                } else {
+                    *code = self.exit_code.get(&e.pid).copied().unwrap_or(0);
+                }
+                if *group_dead && e.pid == self.root {
+                    self.root_exit = Some((*code, *signal));
+                }
+            }
+            _ => {}
+        }
+        self.tids.insert(e.tid);
+        true
+    }
+}
+
+fn is_fatal_by_default(sig: u32) -> bool {
+    // Signals whose default action terminates (or dumps core).
+    matches!(sig, 1..=15 | 24..=27 | 29..=31) && sig != 17
+}
+
+/// Drains every ring (lifecycle first), orders, and writes what is ready.
+fn drain(
+    rings: &mut [RingBuf<MapData>],
+    st: &mut State,
+    writer: &mut TraceWriter,
+    now: u64,
+) -> Result<(), RecordError> {
+    for ring in rings.iter_mut() {
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(rec) => st.assembler.feed(rec, &mut st.batch),
+                Err(_) => st.assembler.malformed += 1,
+            }
+        }
+    }
+    for e in st.batch.drain(..) {
+        st.orderer.push(e);
+    }
+    let mut result = Ok(());
+    let mut ready = Vec::new();
+    st.orderer.release(now, |e| ready.push(e));
+    for mut e in ready {
+        if st.admit(&mut e) && result.is_ok() {
+            result = writer.push(e);
+        }
+    }
+    result.map_err(RecordError::from)
+}
+
+fn finalise(
+    writer: TraceWriter,
+    mut meta: Meta,
+    st: State,
+    probe: &Probe,
+    child: Option<ExitStatus>,
+    end_reason: String,
+) -> Result<Outcome, RecordError> {
+    let per_cpu: Vec<tracelog::CpuLoss> = probe
+        .losses()
+        .into_iter()
+        .map(|l| tracelog::CpuLoss {
+            cpu: l.cpu,
+            ring_full: l.ring_full,
+            incomplete_copies: l.incomplete_copies,
+        })
+        .collect();
+    meta.losses = tracelog::Losses {
+        ring_full: per_cpu.iter().map(|l| l.ring_full).sum::<u64>() + st.assembler.malformed,
+        incomplete_copies: per_cpu.iter().map(|l| l.incomplete_copies).sum(),
+        per_cpu,
+    };
+    meta.pids = st.pids.into_iter().collect();
+    meta.tids = st.tids.into_iter().collect();
+    meta.end_unix_ns = sys::realtime_ns();
+    meta.end_mono_ns = sys::monotonic_ns();
+    meta.exit = match child {
+        Some(ExitStatus::Code(code)) => Some(tracelog::ExitInfo { code, signal: 0 }),
+        Some(ExitStatus::Signal(sig)) => Some(tracelog::ExitInfo {
+            code: 0,
+            signal: sig as u32,
+        }),
+        None => st
+            .root_exit
+            .map(|(code, signal)| tracelog::ExitInfo { code, signal }),
+    };
+    meta.end_reason = end_reason;
+    let lost = meta.losses.ring_full + meta.losses.incomplete_copies;
+    meta.state = if lost == 0 {
+        TraceState::Complete
+    } else {
+        TraceState::Incomplete {
+            reason: format!(
+                "{} events lost to full ring buffers, {} outputs not copied in full",
+                meta.losses.ring_full, meta.losses.incomplete_copies
+            ),
+        }
+    };
+    if st.orderer.late > 0 {
+        meta.end_reason.push_str(&format!(
+            "; {} events were written slightly out of time order",
+            st.orderer.late
+        ));
+    }
+    let meta = writer.finish(meta)?;
+    Ok(Outcome { meta, child, lost })
+}
+
+/// The live status line on stderr.
+struct StatusLine {
+    enabled: bool,
+    last: Instant,
+    last_events: u64,
+    shown: bool,
+}
+
+impl StatusLine {
+    fn new(enabled: bool) -> Self {
+        StatusLine {
+            enabled,
+            last: Instant::now(),
+            last_events: 0,
+            shown: false,
+        }
+    }
+
+    fn update(&mut self, writer: &TraceWriter, probe: &Probe) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        let stats = writer.stats();
+        let secs = self.last.elapsed().as_secs_f64();
+        let rate = (stats.events - self.last_events) as f64 / secs;
+        let lost: u64 = probe
+            .losses()
+            .iter()
+            .map(|l| l.ring_full + l.incomplete_copies)
+            .sum();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[K[uniplay] {} events  {:.0} events/s  {:.1} MB written  {} lost",
+            stats.events,
+            rate,
+            stats.bytes_written as f64 / 1e6,
+            lost
+        );
+        let _ = err.flush();
+        self.shown = true;
+        self.last = Instant::now();
+        self.last_events = stats.events;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
+    }
+}

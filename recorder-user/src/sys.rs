@@ -1,0 +1,313 @@
+//! Every call the daemon makes into the operating system outside aya, in one
+//! place: capabilities, tracefs, /proc, launching the target, clocks.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    ffi::CString,
+    fs, io,
+    os::fd::{AsRawFd, OwnedFd},
+};
+
+use crate::RecordError;
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Parses the `CapEff:` line of /proc/self/status.
+pub fn effective_caps(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+/// Checks the capabilities recording needs: CAP_BPF and CAP_PERFMON (or
+/// CAP_SYS_ADMIN, which implies both on older kernels).
+pub fn check_capabilities() -> Result<(), RecordError> {
+    let status = fs::read_to_string("/proc/self/status").map_err(|source| RecordError::Io {
+        what: "reading /proc/self/status",
+        source,
+    })?;
+    let caps = effective_caps(&status).unwrap_or(0);
+    missing_capability(caps).map_or(Ok(()), |cap| Err(RecordError::MissingCapability { cap }))
+}
+
+/// The first capability recording needs that `caps` lacks.
+pub fn missing_capability(caps: u64) -> Option<&'static str> {
+    let has = |c: u32| caps & (1 << c) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return None;
+    }
+    if !has(CAP_BPF) {
+        return Some("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        return Some("CAP_PERFMON");
+    }
+    None
+}
+
+/// Checks the kernel exposes BTF, which the programs' task helpers need.
+pub fn check_btf() -> Result<(), RecordError> {
+    const PATH: &str = "/sys/kernel/btf/vmlinux";
+    if std::path::Path::new(PATH).exists() {
+        Ok(())
+    } else {
+        Err(RecordError::NoBtf { path: PATH })
+    }
+}
+
+pub fn mount_tracefs(at: &str) -> io::Result<()> {
+    nix::mount::mount(
+        Some("nodev"),
+        at,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}
+
+/// `RLIMIT_MEMLOCK` only matters on kernels that charge BPF maps to it; where
+/// it cannot be raised (no CAP_SYS_RESOURCE) maps are charged to the memory
+/// cgroup instead, so failure is harmless.
+pub fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Parent pid from the text of /proc/PID/stat (the comm field may hold spaces
+/// and parentheses, so parse from the last ')').
+pub fn stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every thread of `root` and of all its descendants, as `tid → tgid`.
+pub fn process_tree(root: u32) -> HashMap<u32, u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(stat_ppid)
+            {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut tids = HashMap::new();
+    let mut todo = vec![root];
+    let mut seen = BTreeSet::new();
+    while let Some(pid) = todo.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        for tid in threads_of(pid) {
+            tids.insert(tid, pid);
+        }
+        todo.extend(children.get(&pid).into_iter().flatten());
+    }
+    tids
+}
+
+pub fn threads_of(pid: u32) -> Vec<u32> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Command line of a process, from /proc/PID/cmdline.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn environ(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn cwd(pid: u32) -> String {
+    fs::read_link(format!("/proc/{pid}/cwd"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(nix::time::ClockId::CLOCK_MONOTONIC)
+}
+
+pub fn realtime_ns() -> u64 {
+    clock_ns(nix::time::ClockId::CLOCK_REALTIME)
+}
+
+fn clock_ns(id: nix::time::ClockId) -> u64 {
+    nix::time::clock_gettime(id)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+pub fn host() -> tracelog::Host {
+    let u = nix::sys::utsname::uname().ok();
+    tracelog::Host {
+        kernel: u
+            .as_ref()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hostname: u
+            .as_ref()
+            .map(|u| u.nodename().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        arch: std::env::consts::ARCH.to_string(),
+        cpus: nr_cpus() as u32,
+    }
+}
+
+pub fn nr_cpus() -> usize {
+    aya::util::nr_cpus().unwrap_or(1)
+}
+
+pub fn stderr_is_tty() -> bool {
+    nix::unistd::isatty(std::io::stderr().as_raw_fd()).unwrap_or(false)
+}
+
+/// A command forked and held just before its exec, so the recorder can put
+/// it in the filter first and record it from its very first instruction.
+#[derive(Debug)]
+pub struct HeldChild {
+    pub pid: u32,
+    gate: Option<OwnedFd>,
+}
+
+impl HeldChild {
+    /// Forks; the child waits on a pipe, then execs `argv` (searching PATH).
+    /// Must be called while the process has one thread (before the tokio
+    /// runtime starts): the child only makes async-signal-safe calls.
+    pub fn spawn(argv: &[String]) -> Result<HeldChild, RecordError> {
+        let launch_err = |source| RecordError::Launch {
+            command: argv.join(" "),
+            source,
+        };
+        let cargs: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| launch_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        let (rd, wr) = nix::unistd::pipe().map_err(|e| launch_err(e.into()))?;
+        // SAFETY: the process is single-threaded here (documented contract),
+        // and the child only calls read, execvp, write and _exit.
+        match unsafe { nix::unistd::fork() }.map_err(|e| launch_err(e.into()))? {
+            nix::unistd::ForkResult::Child => {
+                drop(wr);
+                let mut b = [0u8; 1];
+                // SAFETY: raw async-signal-safe calls on valid buffers.
+                unsafe {
+                    if libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) != 1 {
+                        libc::_exit(127);
+                    }
+                    libc::execvp(ptrs[0], ptrs.as_ptr());
+                    let msg = b"uniplay: cannot execute the command\n";
+                    libc::write(2, msg.as_ptr().cast(), msg.len());
+                    libc::_exit(127);
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(rd);
+                Ok(HeldChild {
+                    pid: child.as_raw() as u32,
+                    gate: Some(wr),
+                })
+            }
+        }
+    }
+
+    /// Lets the child exec.
+    pub fn release(&mut self) -> io::Result<()> {
+        if let Some(gate) = self.gate.take() {
+            nix::unistd::write(&gate, b"x").map_err(io::Error::from)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a waited-for process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Waits for `pid` (a child of ours) without blocking; `None` while it runs.
+pub fn try_wait(pid: u32) -> io::Result<Option<ExitStatus>> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(
+        nix::unistd::Pid::from_raw(pid as i32),
+        Some(WaitPidFlag::WNOHANG),
+    ) {
+        Ok(WaitStatus::Exited(_, code)) => Ok(Some(ExitStatus::Code(code))),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(ExitStatus::Signal(sig as i32))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    let _ = unsafe { libc::kill(pid as i32, sig) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sys_caps_parse() {
+        let s = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_caps(s), Some(0x1ffffffffff));
+        assert_eq!(missing_capability(0x1ffffffffff), None);
+        assert_eq!(missing_capability(0), Some("CAP_BPF"));
+        assert_eq!(missing_capability(1 << CAP_BPF), Some("CAP_PERFMON"));
+        assert_eq!(missing_capability(1 << CAP_SYS_ADMIN), None);
+    }
+
+    #[test]
+    fn sys_stat_ppid() {
+        assert_eq!(stat_ppid("123 (a b) c) S 45 1 1"), Some(45));
+        assert_eq!(stat_ppid("garbage"), None);
+    }
+}

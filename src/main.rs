@@ -1,0 +1,22 @@
+//! `uniplay`: record a Linux process tree with eBPF, look inside the trace.
+//!
+//! Exit codes (also in `uniplay --help`):
+//! - `record -- CMD`: the command's own status (128+N if killed by signal N);
+//! - 0 success; 1 an unexpected failure; 2 bad usage;
+//! - 3 the recording lost events (see `--allow-loss`);
+//! - 4 the machine cannot record (permissions, kernel features);
+//! - 5 bad input (no such process, output exists, damaged or foreign trace).
+
+mod cli;
+mod exit;
+mod record;
+
+use clap::Parser as _;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match cli.command {
+        cli::Command::Record(args) => record::run(args),
+    };
+    std::process::exit(code);
+}
