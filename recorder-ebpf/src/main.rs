@@ -522,8 +522,15 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let (nr, enter_ns, args) = match (entered, regs) {
         (Some(e), _) if e.time_ns != 0 => (e.nr as u32, e.time_ns, e.args),
         (_, Some(r)) => {
-            flags |= SC_ENTER_UNSEEN;
-            (r.orig_ax as u32, hdr.time_ns, syscall_args(&r))
+            let nr = r.orig_ax as u32;
+            // A new thread or process starts life returning 0 from the
+            // clone its parent entered: nothing of it was missed.
+            let child_return =
+                ret == 0 && (nr == nr::CLONE || nr == nr::CLONE3 || nr == nr::FORK || nr == nr::VFORK);
+            if !child_return {
+                flags |= SC_ENTER_UNSEEN;
+            }
+            (nr, hdr.time_ns, syscall_args(&r))
         }
         _ => return 0,
     };
