@@ -28,6 +28,9 @@ pub enum Command {
     /// Record a command (from its exec) or a running process tree into a trace directory.
     #[command(after_help = AFTER_HELP)]
     Record(RecordArgs),
+    /// Summarise a trace, list its events (strace-like or JSON) or export it for Perfetto.
+    #[command(after_help = INSPECT_AFTER_HELP)]
+    Inspect(InspectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +69,75 @@ pub struct RecordArgs {
     /// The command to launch and record, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+const INSPECT_AFTER_HELP: &str = "\
+Examples:
+  uniplay inspect ls.trace                          what was recorded: state, command, duration,
+                                                    top syscalls, bytes read/written, switches, losses
+  uniplay inspect ls.trace --summary --json         the same as one JSON object
+  uniplay inspect ls.trace --events                 every event, strace-like
+  uniplay inspect ls.trace --events --tid 4243 --syscall read --syscall write
+  uniplay inspect ls.trace --events --from 0.5 --to 0.75 --no-switches
+  uniplay inspect ls.trace --json | jq 'select(.kind == \"exec\")'
+  uniplay inspect ls.trace --perfetto ls.json       then open ls.json in https://ui.perfetto.dev
+
+Times in the listing are seconds since the trace's first event; --from/--to use the same scale.
+A listing of a damaged trace shows every intact event, then the damage on stderr (exit 5);
+the summary reports the damage and exits 0.
+
+Exit status:
+  0  success    1  unexpected failure    2  bad usage (e.g. unknown --syscall name)
+  5  bad input (no trace there, another format version, damaged events in a listing)";
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Trace directory (as written by `uniplay record -o DIR`).
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+
+    /// List every event, one per line, strace-like (with --json: JSON lines).
+    #[arg(short, long, conflicts_with = "summary")]
+    pub events: bool,
+
+    /// Print the summary (the default); with --json, as one JSON object.
+    #[arg(short, long)]
+    pub summary: bool,
+
+    /// JSON output: one object per event, or with --summary one summary object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write a Chrome trace-event JSON file for ui.perfetto.dev or
+    /// chrome://tracing: syscalls, running/blocked time, signals, epochs.
+    /// The filters below apply to it too.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["events", "summary", "json"])]
+    pub perfetto: Option<PathBuf>,
+
+    /// Only events of this thread (repeatable); switches match either side.
+    #[arg(long = "tid", value_name = "TID")]
+    pub tids: Vec<u32>,
+
+    /// Only these syscalls (name like `read` or number; repeatable). Process
+    /// lifecycle events and signals are still shown; context switches are not.
+    #[arg(long = "syscall", value_name = "NAME")]
+    pub syscalls: Vec<String>,
+
+    /// Only events at or after SECS (seconds since the first event).
+    #[arg(long, value_name = "SECS")]
+    pub from: Option<f64>,
+
+    /// Only events before SECS (seconds since the first event).
+    #[arg(long, value_name = "SECS")]
+    pub to: Option<f64>,
+
+    /// Leave out context switches.
+    #[arg(long)]
+    pub no_switches: bool,
+
+    /// Rows in the summary's syscall table.
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    pub top: usize,
 }
 
 /// Parses `4096`, `64K`, `16M`, `1G` into a power-of-two byte count of at

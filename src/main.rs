@@ -9,6 +9,7 @@
 
 mod cli;
 mod exit;
+mod inspect;
 mod record;
 
 use clap::Parser as _;
@@ -17,6 +18,7 @@ fn main() {
     let cli = cli::Cli::parse();
     let code = match cli.command {
         cli::Command::Record(args) => record::run(args),
+        cli::Command::Inspect(args) => inspect::run(args),
     };
     std::process::exit(code);
 }

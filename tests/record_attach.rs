@@ -13,9 +13,14 @@ use support::*;
 use tracelog::{EventKind, TraceState};
 
 fn spawn_spinner() -> std::process::Child {
-    let mut child = Command::new(workload("spin")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(workload("spin"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready");
     child
 }
@@ -40,18 +45,31 @@ fn record_attach_until_target_exits() {
     target.kill().unwrap();
     target.wait().unwrap();
     let out = rec.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = tracelog::Trace::open(&trace).unwrap();
     assert_eq!(t.state(), TraceState::Complete);
     assert_eq!(t.meta().mode, "attach");
     assert_eq!(t.meta().root_pid, pid);
     let ev: Vec<_> = t.events().collect::<Result<_, _>>().unwrap();
     let getppid = syscalls(&ev, "getppid");
-    assert!(getppid.len() > 50, "only {} getppid calls in 0.8 s", getppid.len());
+    assert!(
+        getppid.len() > 50,
+        "only {} getppid calls in 0.8 s",
+        getppid.len()
+    );
     assert!(getppid.iter().all(|(e, _)| e.pid == pid));
     // Killed with SIGKILL: the exit says so.
     let exit = ev.iter().rev().find_map(|e| match e.kind {
-        EventKind::Exit { signal, group_dead: true, .. } => Some(signal),
+        EventKind::Exit {
+            signal,
+            group_dead: true,
+            ..
+        } => Some(signal),
         _ => None,
     });
     assert_eq!(exit, Some(9));
@@ -73,15 +91,31 @@ fn record_attach_stops_on_sigint() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.id() as i32), nix::sys::signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
     let out = rec.wait_with_output().unwrap();
     // The target keeps running, untouched.
-    assert!(target.try_wait().unwrap().is_none(), "target died when recording stopped");
+    assert!(
+        target.try_wait().unwrap().is_none(),
+        "target died when recording stopped"
+    );
     target.kill().unwrap();
     target.wait().unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = tracelog::Trace::open(&trace).unwrap();
     assert_eq!(t.state(), TraceState::Complete);
-    assert!(t.meta().end_reason.contains("SIGINT"), "{}", t.meta().end_reason);
+    assert!(
+        t.meta().end_reason.contains("SIGINT"),
+        "{}",
+        t.meta().end_reason
+    );
     assert!(t.events().count() > 20);
 }

@@ -10,7 +10,10 @@ use tracelog::TraceState;
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(uniplay()).args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -36,9 +39,18 @@ fn record_errors_bad_pid_and_existing_output() {
     let (code, err) = run(&["record", "-o", dir.path().to_str().unwrap(), "--", "true"]);
     assert_eq!(code, Some(5), "{err}");
     assert!(err.contains("--force"), "{err}");
-    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "existing dir was touched");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "existing dir was touched"
+    );
 
-    let (code, err) = run(&["record", "-o", dir.path().join("t").to_str().unwrap(), "--", "/no/such/program"]);
+    let (code, err) = run(&[
+        "record",
+        "-o",
+        dir.path().join("t").to_str().unwrap(),
+        "--",
+        "/no/such/program",
+    ]);
     assert_eq!(code, Some(127), "{err}");
 }
 
@@ -70,9 +82,15 @@ fn record_errors_target_killed_and_recorder_killed() {
     std::thread::sleep(Duration::from_millis(2500));
     rec.kill().unwrap();
     rec.wait().unwrap();
-    let _ = Command::new("pkill").args(["-9", "-f", spin.to_str().unwrap()]).status();
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", spin.to_str().unwrap()])
+        .status();
     let t = tracelog::Trace::open(&trace).unwrap();
-    assert!(matches!(t.state(), TraceState::Incomplete { .. }), "{:?}", t.state());
+    assert!(
+        matches!(t.state(), TraceState::Incomplete { .. }),
+        "{:?}",
+        t.state()
+    );
     let n = t.events().filter(|e| e.is_ok()).count();
     assert!(n > 100, "only {n} events readable after kill -9");
 }

@@ -13,8 +13,21 @@ fn record_fork_exec_child_from_first_syscall() {
     }
     let _g = serial();
     let bin = workload("forkexec");
-    let r = record(&[], &[bin.to_str().unwrap(), "sh", "-c", "echo child-says-hi; exit 7"]);
-    assert_eq!(r.code(), Some(7), "uniplay exits with the command's status; stderr: {}", r.stderr());
+    let r = record(
+        &[],
+        &[
+            bin.to_str().unwrap(),
+            "sh",
+            "-c",
+            "echo child-says-hi; exit 7",
+        ],
+    );
+    assert_eq!(
+        r.code(),
+        Some(7),
+        "uniplay exits with the command's status; stderr: {}",
+        r.stderr()
+    );
     assert!(r.stdout().contains("child-says-hi"));
     assert_complete(&r);
     let ev = r.events();
@@ -22,7 +35,9 @@ fn record_fork_exec_child_from_first_syscall() {
     assert_eq!(m.exit.as_ref().map(|x| x.code), Some(7));
 
     // Launch mode starts at the workload's own exec.
-    let EventKind::Exec { path, argv } = &ev[0].kind else { panic!("first event is {:?}", ev[0].kind) };
+    let EventKind::Exec { path, argv } = &ev[0].kind else {
+        panic!("first event is {:?}", ev[0].kind)
+    };
     assert!(path.ends_with("workload-forkexec"), "{path}");
     assert_eq!(argv[1..], ["sh", "-c", "echo child-says-hi; exit 7"]);
 
@@ -34,7 +49,11 @@ fn record_fork_exec_child_from_first_syscall() {
             _ => None,
         })
         .expect("fork event");
-    let child_events: Vec<_> = ev.iter().enumerate().filter(|(_, e)| e.pid == child).collect();
+    let child_events: Vec<_> = ev
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.pid == child)
+        .collect();
     let (first_i, first) = child_events
         .iter()
         .find(|(_, e)| matches!(e.kind, EventKind::Syscall(_)))
@@ -45,7 +64,10 @@ fn record_fork_exec_child_from_first_syscall() {
     match &first.kind {
         EventKind::Syscall(s) => {
             let name = recorder_common::name(s.nr);
-            assert!(matches!(name, Some("clone" | "clone3" | "fork" | "vfork")), "child starts with {name:?}");
+            assert!(
+                matches!(name, Some("clone" | "clone3" | "fork" | "vfork")),
+                "child starts with {name:?}"
+            );
             assert_eq!(s.ret, 0);
             assert_eq!(s.flags & SYSCALL_ENTER_UNSEEN, 0);
         }
@@ -54,12 +76,21 @@ fn record_fork_exec_child_from_first_syscall() {
     // And no later syscall of the child was entered unseen either.
     for (_, e) in &child_events {
         if let EventKind::Syscall(s) = &e.kind {
-            assert_eq!(s.flags & SYSCALL_ENTER_UNSEEN, 0, "child syscall {} entered unseen", s.nr);
+            assert_eq!(
+                s.flags & SYSCALL_ENTER_UNSEEN,
+                0,
+                "child syscall {} entered unseen",
+                s.nr
+            );
         }
     }
     assert!(child_events.iter().any(|(_, e)| matches!(&e.kind, EventKind::Exec { argv, .. } if argv.first().map(String::as_str) == Some("sh"))));
     let exit = child_events.iter().rev().find_map(|(_, e)| match e.kind {
-        EventKind::Exit { code, group_dead: true, .. } => Some(code),
+        EventKind::Exit {
+            code,
+            group_dead: true,
+            ..
+        } => Some(code),
         _ => None,
     });
     assert_eq!(exit, Some(7), "child's exit code");

@@ -34,7 +34,11 @@ fn record_threads_futex_order() {
         .collect();
     assert_eq!(clones.len(), 4, "expected 4 thread creations");
     let futex = syscalls(&ev, "futex");
-    assert!(futex.len() > 100, "only {} futex calls for 8000 contended rounds", futex.len());
+    assert!(
+        futex.len() > 100,
+        "only {} futex calls for 8000 contended rounds",
+        futex.len()
+    );
     let tids: HashSet<u32> = futex.iter().map(|(e, _)| e.tid).collect();
     for t in &clones {
         assert!(tids.contains(t), "thread {t} has no futex events");
@@ -57,7 +61,10 @@ fn record_threads_futex_order() {
             _ => {}
         }
     }
-    assert!(by_addr.values().any(|(w, k)| *w > 0 && *k > 0), "no address is both waited on and woken");
+    assert!(
+        by_addr.values().any(|(w, k)| *w > 0 && *k > 0),
+        "no address is both waited on and woken"
+    );
     for w in ev.windows(2) {
         assert!(w[1].seq == w[0].seq + 1);
     }

@@ -35,11 +35,23 @@ pub const LEN_IOCTL: u8 = 8;
 /// `ret` bytes of its iovecs.
 pub const LEN_MSGHDR: u8 = 9;
 
+/// A NUL-terminated string at `args[arg]` that the kernel *read* (a path),
+/// at most `CHUNK_MAX` bytes. Always used with [`WHEN_INPUT`].
+pub const LEN_CSTR: u8 = 10;
+
 /// `OutSpec::when`: only when the syscall succeeded (`ret >= 0`).
 pub const WHEN_OK: u8 = 0;
 /// `OutSpec::when`: whatever the result (e.g. nanosleep's remaining time is
 /// written on EINTR).
 pub const WHEN_ALWAYS: u8 = 1;
+/// `OutSpec::when` flag: the bytes are an *input* the kernel read from user
+/// memory (a path, a write buffer), recorded so traces show them and replay
+/// can compare them; replay never writes them back. Recorded in slot
+/// `arg | SLOT_INPUT`.
+pub const WHEN_INPUT: u8 = 0x80;
+
+/// Added to an argument index to name the slot of its input bytes.
+pub const SLOT_INPUT: u8 = 0x10;
 
 /// One output buffer of a syscall.
 #[repr(C)]
@@ -114,6 +126,26 @@ const fn always(mut o: OutSpec) -> OutSpec {
     o.when = WHEN_ALWAYS;
     o
 }
+/// The path the kernel read from `args[arg]` (recorded even on failure).
+const fn path(arg: u8) -> OutSpec {
+    OutSpec {
+        arg,
+        rule: LEN_CSTR,
+        param: 0,
+        when: WHEN_ALWAYS | WHEN_INPUT,
+        size: 0,
+    }
+}
+/// The `ret` bytes the kernel read from the buffer at `args[arg]` (writes).
+const fn written(arg: u8) -> OutSpec {
+    OutSpec {
+        arg,
+        rule: LEN_RET,
+        param: 0,
+        when: WHEN_INPUT,
+        size: 0,
+    }
+}
 
 const fn row(nargs: u8, action: u8, outs: &[OutSpec]) -> SyscallSpec {
     let mut spec = SyscallSpec {
@@ -147,6 +179,8 @@ const RUSAGE: u32 = 144;
 const SIGINFO: u32 = 128;
 const SOCKADDR_MAX: u32 = 128;
 const STACK_T: u32 = 24;
+/// The kernel's `struct sigaction` on x86-64 (handler, flags, restorer, 8-byte mask).
+const SIGACTION: u32 = 32;
 const RLIMIT: u32 = 16;
 const EPOLL_EVENT: u32 = 12;
 const POLLFD: u32 = 8;
@@ -163,27 +197,27 @@ const TIMEX: u32 = 208;
 /// [`DEFAULT_SPEC`].
 pub static TABLE: &[(u32, SyscallSpec)] = &[
     (0, emu(3, &[ret(1)])),                                 // read
-    (1, emu(3, &[])),                                       // write
-    (2, emu(3, &[])),                                       // open
+    (1, emu(3, &[written(1)])),                             // write
+    (2, emu(3, &[path(0)])),                                // open
     (3, emu(1, &[])),                                       // close
-    (4, emu(2, &[fixed(1, STAT)])),                         // stat
+    (4, emu(2, &[fixed(1, STAT), path(0)])),                // stat
     (5, emu(2, &[fixed(1, STAT)])),                         // fstat
-    (6, emu(2, &[fixed(1, STAT)])),                         // lstat
+    (6, emu(2, &[fixed(1, STAT), path(0)])),                // lstat
     (7, emu(3, &[out(0, LEN_ARG, 1, POLLFD)])),             // poll
     (8, emu(3, &[])),                                       // lseek
     (9, exe(6)),                                            // mmap
     (10, exe(3)),                                           // mprotect
     (11, exe(2)),                                           // munmap
     (12, exe(1)),                                           // brk
-    (13, row(4, ACTION_EXECUTE, &[out(2, LEN_ARG, 3, 1)])), // rt_sigaction: oldact
+    (13, row(4, ACTION_EXECUTE, &[fixed(2, SIGACTION)])),   // rt_sigaction: oldact
     (14, row(4, ACTION_EXECUTE, &[out(2, LEN_ARG, 3, 1)])), // rt_sigprocmask: oldset
     (15, exe(0)),                                           // rt_sigreturn
     (16, emu(3, &[out(2, LEN_IOCTL, 1, 0)])),               // ioctl
     (17, emu(4, &[ret(1)])),                                // pread64
-    (18, emu(4, &[])),                                      // pwrite64
+    (18, emu(4, &[written(1)])),                            // pwrite64
     (19, emu(3, &[out(1, LEN_IOV, 2, 0)])),                 // readv
     (20, emu(3, &[])),                                      // writev
-    (21, emu(2, &[])),                                      // access
+    (21, emu(2, &[path(0)])),                               // access
     (22, emu(1, &[fixed(0, 8)])),                           // pipe
     (
         23,
@@ -243,7 +277,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (56, exe(5)),                                           // clone
     (57, exe(0)),                                           // fork
     (58, exe(0)),                                           // vfork
-    (59, exe(3)),                                           // execve
+    (59, row(3, ACTION_EXECUTE, &[path(0)])),               // execve
     (60, exe(1)),                                           // exit
     (61, emu(4, &[fixed(1, 4), fixed(3, RUSAGE)])),         // wait4
     (62, emu(2, &[])),                                      // kill
@@ -252,23 +286,23 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (73, emu(2, &[])),                                      // flock
     (74, emu(1, &[])),                                      // fsync
     (75, emu(1, &[])),                                      // fdatasync
-    (76, emu(2, &[])),                                      // truncate
+    (76, emu(2, &[path(0)])),                               // truncate
     (77, emu(2, &[])),                                      // ftruncate
     (78, emu(3, &[ret(1)])),                                // getdents
     (79, emu(2, &[ret(0)])),                                // getcwd
-    (80, emu(1, &[])),                                      // chdir
+    (80, emu(1, &[path(0)])),                               // chdir
     (81, emu(1, &[])),                                      // fchdir
-    (82, emu(2, &[])),                                      // rename
-    (83, emu(2, &[])),                                      // mkdir
-    (84, emu(1, &[])),                                      // rmdir
-    (85, emu(2, &[])),                                      // creat
-    (86, emu(2, &[])),                                      // link
-    (87, emu(1, &[])),                                      // unlink
-    (88, emu(2, &[])),                                      // symlink
-    (89, emu(3, &[ret(1)])),                                // readlink
-    (90, emu(2, &[])),                                      // chmod
+    (82, emu(2, &[path(0), path(1)])),                      // rename
+    (83, emu(2, &[path(0)])),                               // mkdir
+    (84, emu(1, &[path(0)])),                               // rmdir
+    (85, emu(2, &[path(0)])),                               // creat
+    (86, emu(2, &[path(0), path(1)])),                      // link
+    (87, emu(1, &[path(0)])),                               // unlink
+    (88, emu(2, &[path(0), path(1)])),                      // symlink
+    (89, emu(3, &[ret(1), path(0)])),                       // readlink
+    (90, emu(2, &[path(0)])),                               // chmod
     (91, emu(2, &[])),                                      // fchmod
-    (92, emu(3, &[])),                                      // chown
+    (92, emu(3, &[path(0)])),                               // chown
     (93, emu(3, &[])),                                      // fchown
     (95, emu(1, &[])),                                      // umask
     (96, emu(2, &[fixed(0, TIMEVAL), fixed(1, 8)])),        // gettimeofday
@@ -295,7 +329,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (128, emu(4, &[fixed(1, SIGINFO)])),                    // rt_sigtimedwait
     (130, emu(2, &[])),                                     // rt_sigsuspend
     (131, row(2, ACTION_EXECUTE, &[fixed(1, STACK_T)])),    // sigaltstack
-    (137, emu(2, &[fixed(1, STATFS)])),                     // statfs
+    (137, emu(2, &[fixed(1, STATFS), path(0)])),            // statfs
     (138, emu(2, &[fixed(1, STATFS)])),                     // fstatfs
     (140, emu(2, &[])),                                     // getpriority
     (143, emu(2, &[fixed(1, SCHED_PARAM)])),                // sched_getparam
@@ -304,8 +338,8 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (158, exe(2)),                                          // arch_prctl
     (159, emu(1, &[fixed(0, TIMEX)])),                      // adjtimex
     (186, emu(0, &[])),                                     // gettid
-    (191, emu(4, &[out(2, LEN_ARG, 3, 1)])),                // getxattr
-    (192, emu(4, &[out(2, LEN_ARG, 3, 1)])),                // lgetxattr
+    (191, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),       // getxattr
+    (192, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),       // lgetxattr
     (193, emu(4, &[out(2, LEN_ARG, 3, 1)])),                // fgetxattr
     (200, emu(2, &[])),                                     // tkill
     (201, emu(1, &[fixed(0, 8)])),                          // time
@@ -324,13 +358,13 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (233, emu(4, &[])),                                     // epoll_ctl
     (234, emu(3, &[])),                                     // tgkill
     (247, emu(5, &[fixed(2, SIGINFO), fixed(4, RUSAGE)])),  // waitid
-    (257, emu(4, &[])),                                     // openat
-    (258, emu(3, &[])),                                     // mkdirat
-    (262, emu(4, &[fixed(2, STAT)])),                       // newfstatat
-    (263, emu(3, &[])),                                     // unlinkat
-    (264, emu(4, &[])),                                     // renameat
-    (267, emu(4, &[ret(2)])),                               // readlinkat
-    (269, emu(3, &[])),                                     // faccessat
+    (257, emu(4, &[path(1)])),                              // openat
+    (258, emu(3, &[path(1)])),                              // mkdirat
+    (262, emu(4, &[fixed(2, STAT), path(1)])),              // newfstatat
+    (263, emu(3, &[path(1)])),                              // unlinkat
+    (264, emu(4, &[path(1), path(3)])),                     // renameat
+    (267, emu(4, &[ret(2), path(1)])),                      // readlinkat
+    (269, emu(3, &[path(1)])),                              // faccessat
     (
         270,
         emu(
@@ -362,19 +396,19 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (296, emu(5, &[])),                                     // pwritev
     (302, emu(4, &[fixed(3, RLIMIT)])),                     // prlimit64
     (309, emu(3, &[fixed(0, 4), fixed(1, 4)])),             // getcpu
-    (316, emu(5, &[])),                                     // renameat2
+    (316, emu(5, &[path(1), path(3)])),                     // renameat2
     (318, emu(3, &[ret(0)])),                               // getrandom
     (319, emu(2, &[])),                                     // memfd_create
-    (322, exe(5)),                                          // execveat
+    (322, row(5, ACTION_EXECUTE, &[path(1)])),              // execveat
     (326, emu(6, &[])),                                     // copy_file_range
     (327, emu(6, &[out(1, LEN_IOV, 2, 0)])),                // preadv2
     (328, emu(6, &[])),                                     // pwritev2
-    (332, emu(5, &[fixed(4, STATX)])),                      // statx
+    (332, emu(5, &[fixed(4, STATX), path(1)])),             // statx
     (334, exe(4)),                                          // rseq
     (435, exe(2)),                                          // clone3
     (436, emu(3, &[])),                                     // close_range
-    (437, emu(4, &[])),                                     // openat2
-    (439, emu(4, &[])),                                     // faccessat2
+    (437, emu(4, &[path(1)])),                              // openat2
+    (439, emu(4, &[path(1)])),                              // faccessat2
     (441, emu(6, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_pwait2
 ];
 
@@ -435,6 +469,11 @@ mod tests {
                     name(nr)
                 );
                 assert!(o.rule != LEN_NONE);
+                assert!(
+                    o.rule != LEN_CSTR || o.when & WHEN_INPUT != 0,
+                    "{:?}: strings are inputs",
+                    name(nr)
+                );
             }
         }
     }

@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             bpf_get_current_task_btf, bpf_loop, bpf_probe_read_user as probe_read_user_raw,
-            bpf_task_pt_regs,
+            bpf_probe_read_user_str, bpf_task_pt_regs,
         },
     },
     macros::{map, raw_tracepoint, tracepoint},
@@ -289,6 +289,11 @@ fn arg(args: &[u64; 6], i: u8) -> u64 {
     }
 }
 
+/// `Seg::slot` flag: a NUL-terminated string, copied up to its end.
+const SEG_CSTR: u64 = 0x100;
+/// Longest string copied (the kernel's PATH_MAX).
+const PATH_MAX: u64 = 4096;
+
 #[inline(always)]
 fn push_seg(segs: &mut Segs, slot: u64, addr: u64, len: u64) {
     if addr == 0 || len == 0 {
@@ -309,12 +314,20 @@ fn read_u32(addr: u64) -> Option<u32> {
 
 #[inline(always)]
 fn plan_one(o: &OutSpec, args: &[u64; 6], ret: i64, segs: &mut Segs) {
-    if o.when == WHEN_OK && ret < 0 {
+    if o.when & WHEN_ALWAYS == 0 && ret < 0 {
         return;
     }
     let addr = arg(args, o.arg);
-    let slot = o.arg as u64;
+    let slot = if o.when & WHEN_INPUT != 0 {
+        (o.arg | SLOT_INPUT) as u64
+    } else {
+        o.arg as u64
+    };
     let len = match o.rule {
+        LEN_CSTR => {
+            push_seg(segs, slot | SEG_CSTR, addr, PATH_MAX);
+            0
+        }
         LEN_RET => ret as u64,
         LEN_FIXED => o.size as u64,
         LEN_ARG => arg(args, o.param).wrapping_mul(o.size as u64),
@@ -457,6 +470,12 @@ extern "C" fn copy_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         segs.seg += 1;
         return 0;
     }
+    if s.slot & SEG_CSTR != 0 {
+        copy_cstr(segs, scratch, &s);
+        segs.seg += 1;
+        segs.off = 0;
+        return 0;
+    }
     let off = segs.off;
     let left = s.len.wrapping_sub(off);
     let n = if left > CHUNK_MAX as u64 {
@@ -506,6 +525,46 @@ extern "C" fn copy_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
+/// Copies one string segment as a single chunk, as long as the string.
+#[inline(always)]
+fn copy_cstr(segs: &mut Segs, scratch: &mut ChunkRec, s: &Seg) {
+    // SAFETY: the destination holds CHUNK_MAX >= PATH_MAX bytes; the helper
+    // checks the user read and stops at the NUL.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            scratch.data.as_mut_ptr().cast(),
+            PATH_MAX as u32,
+            s.addr as *const _,
+        )
+    };
+    let len = if n > 0 && n <= PATH_MAX as i64 {
+        n as u32
+    } else {
+        0
+    };
+    scratch.head = ChunkHdr {
+        hdr: RecHeader {
+            kind: REC_CHUNK,
+            ..segs.hdr
+        },
+        slot: (s.slot & 0xff) as u32,
+        len,
+        addr: s.addr,
+        offset: 0,
+        total: len as u64,
+    };
+    if len == 0 {
+        segs.incomplete = 1;
+        return;
+    }
+    let total = core::mem::size_of::<ChunkHdr>() + (len as usize & (PATH_MAX as usize * 2 - 1));
+    if total <= core::mem::size_of::<ChunkHdr>() + PATH_MAX as usize
+        && !data_out(segs.hdr.cpu, scratch as *const ChunkRec as *const u8, total)
+    {
+        segs.incomplete = 1;
+    }
+}
+
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -525,8 +584,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             let nr = r.orig_ax as u32;
             // A new thread or process starts life returning 0 from the
             // clone its parent entered: nothing of it was missed.
-            let child_return =
-                ret == 0 && (nr == nr::CLONE || nr == nr::CLONE3 || nr == nr::FORK || nr == nr::VFORK);
+            let child_return = ret == 0
+                && (nr == nr::CLONE || nr == nr::CLONE3 || nr == nr::FORK || nr == nr::VFORK);
             if !child_return {
                 flags |= SC_ENTER_UNSEEN;
             }
@@ -546,11 +605,15 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if let Some(segs) = SEGS.get_ptr_mut(0) {
         // SAFETY: this CPU's scratch, used only while this program runs.
         let segs = unsafe { &mut *segs };
-        plan_outputs(&spec, &args, ret, segs);
         if (nr == nr::EXECVE || nr == nr::EXECVEAT) && ret == 0 {
+            // The old image's memory is gone: the path comes from the exec
+            // tracepoint, and argv from the new stack.
+            segs.n = 0;
             if let Some(r) = regs {
                 plan_exec_argv(r.sp, segs);
             }
+        } else {
+            plan_outputs(&spec, &args, ret, segs);
         }
         if segs.n != 0 && !copy_segments(&hdr, segs) {
             flags |= SC_INCOMPLETE_COPY;

@@ -8,8 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use recorder_common::{
-    spec, Config, DATA_RINGS, LOSS_COUNTERS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL,
-    LOSS_RING_FULL, TABLE_SIZE,
+    spec, Config, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL, TABLE_SIZE,
 };
 
 use crate::{sys, tracefs::TRACEPOINTS, RecordError};
@@ -181,7 +180,6 @@ impl Probe {
         let full = read(LOSS_RING_FULL);
         let life = read(LOSS_LIFECYCLE_FULL);
         let copies = read(LOSS_INCOMPLETE_COPY);
-        debug_assert!(LOSS_COUNTERS > LOSS_LIFECYCLE_FULL);
         (0..full.len().max(copies.len()))
             .map(|cpu| CpuLoss {
                 cpu: cpu as u32,

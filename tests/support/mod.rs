@@ -47,7 +47,9 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// Builds `tests/workloads/NAME.c` (once per test binary run).
 pub fn workload(name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads").join(format!("{name}.c"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(format!("{name}.c"));
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("workload-{name}"));
     let fresh = out
         .metadata()
@@ -55,7 +57,12 @@ pub fn workload(name: &str) -> PathBuf {
         .unwrap_or(false);
     if !fresh {
         let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let st = Command::new("gcc").args(["-O1", "-pthread", "-o"]).arg(&tmp).arg(&src).status().expect("run gcc");
+        let st = Command::new("gcc")
+            .args(["-O1", "-pthread", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("run gcc");
         assert!(st.success(), "gcc failed on {}", src.display());
         std::fs::rename(&tmp, &out).expect("install workload");
     }
@@ -84,7 +91,10 @@ impl Recording {
     }
     /// All events; panics on damage.
     pub fn events(&self) -> Vec<Event> {
-        self.open().events().collect::<Result<_, _>>().expect("trace reads back whole")
+        self.open()
+            .events()
+            .collect::<Result<_, _>>()
+            .expect("trace reads back whole")
     }
 }
 
@@ -93,8 +103,14 @@ impl Drop for Recording {
         if std::thread::panicking() {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
-                eprintln!("trace kept for inspection: {}", kept.join("trace").display());
-                eprintln!("uniplay stderr: {}", String::from_utf8_lossy(&self.output.stderr));
+                eprintln!(
+                    "trace kept for inspection: {}",
+                    kept.join("trace").display()
+                );
+                eprintln!(
+                    "uniplay stderr: {}",
+                    String::from_utf8_lossy(&self.output.stderr)
+                );
             }
         }
     }
@@ -113,7 +129,11 @@ pub fn record(extra: &[&str], cmd: &[&str]) -> Recording {
         .stdin(Stdio::null())
         .output()
         .expect("run uniplay");
-    Recording { dir: Some(dir), trace, output }
+    Recording {
+        dir: Some(dir),
+        trace,
+        output,
+    }
 }
 
 /// The syscall events named `name`, with their event.
@@ -133,8 +153,18 @@ pub fn assert_complete(r: &Recording) {
     let t = r.open();
     let m = t.meta();
     assert_eq!(m.losses.ring_full, 0, "events lost; stderr: {}", r.stderr());
-    assert_eq!(m.losses.incomplete_copies, 0, "outputs cut; stderr: {}", r.stderr());
-    assert_eq!(t.state(), tracelog::TraceState::Complete, "stderr: {}", r.stderr());
+    assert_eq!(
+        m.losses.incomplete_copies,
+        0,
+        "outputs cut; stderr: {}",
+        r.stderr()
+    );
+    assert_eq!(
+        t.state(),
+        tracelog::TraceState::Complete,
+        "stderr: {}",
+        r.stderr()
+    );
     assert!(t.damage().is_none());
 }
 
