@@ -66,6 +66,26 @@ pub struct RecordArgs {
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size, hide = true)]
     pub lifecycle_ring_size: u32,
 
+    /// Epoch length: every DURATION the whole tree is stopped for a moment
+    /// and checkpointed (e.g. 100ms, 1s). Replay starts from checkpoints.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    pub epoch: std::time::Duration,
+
+    /// Also cut an epoch after N recorded events.
+    #[arg(long, value_name = "N")]
+    pub epoch_events: Option<u64>,
+
+    /// Flight recorder: keep only the newest K epochs (events and
+    /// checkpoints) on disk, deleting older ones as recording goes on.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_epochs: Option<u32>,
+
+    /// Record with eBPF only: no ptrace supervision, no checkpoints, no vDSO
+    /// patching (time reads through the vDSO are then not recorded). For a
+    /// target that is already being traced, or when checkpoints are not needed.
+    #[arg(long, conflicts_with_all = ["epoch_events", "keep_epochs"])]
+    pub no_checkpoints: bool,
+
     /// The command to launch and record, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -140,6 +160,27 @@ pub struct InspectArgs {
     pub top: usize,
 }
 
+/// Parses `250ms`, `1s`, `1.5s`, `500us` into a duration of at least 1 ms.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 250ms, 1s)"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" | "" => n,
+        "us" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use us, ms, s, m)")),
+    };
+    if !(0.001..=86400.0).contains(&secs) {
+        return Err(format!("{s}: an epoch must be between 1ms and 24h"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 /// Parses `4096`, `64K`, `16M`, `1G` into a power-of-two byte count of at
 /// least one page.
 pub fn parse_size(s: &str) -> Result<u32, String> {
@@ -173,6 +214,16 @@ mod tests {
         assert!(parse_size("3000").is_err());
         assert!(parse_size("12K").is_err());
         assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn cli_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("0ms").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
     }
 
     #[test]

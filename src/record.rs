@@ -2,7 +2,7 @@
 
 use recorder_user::{
     probe::RingSizes,
-    session::{self, RecordOptions, Target},
+    session::{self, CheckpointOptions, RecordOptions, Target},
     sys::{self, ExitStatus, HeldChild},
     RecordError,
 };
@@ -29,7 +29,9 @@ fn exit_code(e: &RecordError) -> i32 {
         | RecordError::TracepointField { .. }
         | RecordError::Load { .. }
         | RecordError::Program { .. } => exit::CANNOT_RECORD,
-        RecordError::NoSuchProcess { .. } | RecordError::Launch { .. } => exit::BAD_INPUT,
+        RecordError::NoSuchProcess { .. }
+        | RecordError::Launch { .. }
+        | RecordError::Supervise { .. } => exit::BAD_INPUT,
         RecordError::Trace {
             source: tracelog::Error::DirNotEmpty { .. } | tracelog::Error::Locked { .. },
         } => exit::BAD_INPUT,
@@ -75,8 +77,14 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
         status_line: !args.quiet && sys::stderr_is_tty(),
         writer: tracelog::WriterOptions {
             force: args.force,
+            segment_epochs: args.keep_epochs.is_some(),
             ..Default::default()
         },
+        checkpoints: (!args.no_checkpoints).then(|| CheckpointOptions {
+            epoch: args.epoch,
+            epoch_events: args.epoch_events,
+            keep_epochs: args.keep_epochs,
+        }),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -156,6 +156,11 @@ pub const LOSS_INCOMPLETE_COPY: u32 = 1;
 pub const LOSS_LIFECYCLE_FULL: u32 = 2;
 pub const LOSS_COUNTERS: u32 = 4;
 
+/// Set in a `TIDS` value while the supervisor makes the thread run a syscall
+/// of its own (a checkpoint's fork): the thread's events are not recorded,
+/// and threads it creates do not join the target.
+pub const TID_PAUSED: u32 = 0x8000_0000;
+
 /// Number of data rings. Invariant: a power of two; CPU `c` writes to ring
 /// `c & (DATA_RINGS - 1)`, so up to this many CPUs never share a ring.
 pub const DATA_RINGS: u32 = 8;

@@ -151,8 +151,8 @@ fn header(kind: u32, pid_tgid: u64) -> RecHeader {
 
 #[inline(always)]
 fn is_target(tid: u32) -> bool {
-    // SAFETY: the value is only tested for presence.
-    unsafe { TIDS.get(&tid).is_some() }
+    // SAFETY: the value is copied out at once.
+    unsafe { TIDS.get(&tid).is_some_and(|v| v & TID_PAUSED == 0) }
 }
 
 #[inline(always)]
@@ -812,7 +812,7 @@ pub fn signal_generate(ctx: TracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let target: u32 = read_field::<i32>(&ctx, cfg.sig_gen_pid).unwrap_or(0) as u32;
     // SAFETY: copied out at once.
-    let Some(tgid) = (unsafe { TIDS.get(&target).copied() }) else {
+    let Some(tgid) = (unsafe { TIDS.get(&target).copied() }).filter(|v| v & TID_PAUSED == 0) else {
         return 0;
     };
     let mut hdr = header(REC_SIGNAL, bpf_get_current_pid_tgid());

@@ -54,6 +54,11 @@ impl Assembler {
         self.tgid_of.insert(tid, tgid);
     }
 
+    /// The process of a thread seen so far.
+    pub fn tgid(&self, tid: u32) -> Option<u32> {
+        self.tgid_of.get(&tid).copied()
+    }
+
     /// Feeds one record; finished events are appended to `out`.
     pub fn feed(&mut self, rec: Record<'_>, out: &mut Vec<Event>) {
         match rec {

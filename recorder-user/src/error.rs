@@ -49,6 +49,8 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot supervise the target for checkpoints: {reason}")]
+    Supervise { reason: String },
     #[error("writing the trace failed")]
     Trace {
         #[source]

@@ -19,3 +19,5 @@ pub mod tracefs;
 
 pub use error::RecordError;
 pub use session::{record, Outcome, RecordOptions, Target};
+pub mod supervisor;
+pub mod vdso;

@@ -8,7 +8,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use recorder_common::{
-    spec, Config, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL, TABLE_SIZE,
+    spec, Config, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL,
+    TABLE_SIZE, TID_PAUSED,
 };
 
 use crate::{sys, tracefs::TRACEPOINTS, RecordError};
@@ -47,9 +48,56 @@ pub struct CpuLoss {
     pub incomplete_copies: u64,
 }
 
+/// The in-kernel target filter (`TIDS`: tid → tgid), shared by the session
+/// and the supervisor.
+pub struct Filter {
+    tids: HashMap<MapData, u32, u32>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter").finish_non_exhaustive()
+    }
+}
+
+impl Filter {
+    /// Puts a thread into the filter.
+    pub fn add(&mut self, tid: u32, tgid: u32) -> Result<(), RecordError> {
+        self.tids.insert(tid, tgid, 0).map_err(map_err("TIDS"))
+    }
+
+    /// Threads currently in the filter.
+    pub fn tids(&self) -> Vec<u32> {
+        self.tids.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Stops (or resumes) recording a thread's events while the supervisor
+    /// runs a syscall of its own in it. Unknown threads are left alone.
+    pub fn pause(&mut self, tid: u32, paused: bool) {
+        if let Ok(v) = self.tids.get(&tid, 0) {
+            let v = if paused {
+                v | TID_PAUSED
+            } else {
+                v & !TID_PAUSED
+            };
+            let _ = self.tids.insert(tid, v, 0);
+        }
+    }
+
+    /// Empties the filter: recording stops at once for every thread.
+    pub fn clear(&mut self) {
+        for tid in self.tids() {
+            let _ = self.tids.remove(&tid);
+        }
+    }
+}
+
+/// The shared filter handle.
+pub type SharedFilter = std::sync::Arc<std::sync::Mutex<Filter>>;
+
 pub struct Probe {
     ebpf: Ebpf,
-    tids: HashMap<MapData, u32, u32>,
+    filter: SharedFilter,
     loss: PerCpuArray<MapData, u64>,
 }
 
@@ -137,24 +185,29 @@ impl Probe {
             .map_err(map_err("TIDS"))?;
         let loss = PerCpuArray::try_from(ebpf.take_map("LOSS").ok_or_else(|| missing_map("LOSS"))?)
             .map_err(map_err("LOSS"))?;
-        Ok(Probe { ebpf, tids, loss })
+        let filter = std::sync::Arc::new(std::sync::Mutex::new(Filter { tids }));
+        Ok(Probe { ebpf, filter, loss })
+    }
+
+    /// The in-kernel target filter.
+    pub fn filter(&self) -> SharedFilter {
+        self.filter.clone()
     }
 
     /// Puts a thread into the in-kernel filter.
     pub fn add_target(&mut self, tid: u32, tgid: u32) -> Result<(), RecordError> {
-        self.tids.insert(tid, tgid, 0).map_err(map_err("TIDS"))
-    }
-
-    /// Threads currently in the filter.
-    pub fn targets(&self) -> Vec<u32> {
-        self.tids.keys().filter_map(Result::ok).collect()
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(tid, tgid)
     }
 
     /// Empties the filter: recording stops at once for every thread.
     pub fn clear_targets(&mut self) {
-        for tid in self.targets() {
-            let _ = self.tids.remove(&tid);
-        }
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear()
     }
 
     /// The data rings (one per CPU in use) and, first, the lifecycle ring.

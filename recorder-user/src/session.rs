@@ -3,7 +3,7 @@
 //! stops us), and finalise the trace.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     io::Write as _,
     os::fd::{AsFd, AsRawFd, RawFd},
     path::PathBuf,
@@ -24,6 +24,7 @@ use crate::{
     decode::decode,
     order::Orderer,
     probe::{Probe, RingSizes},
+    supervisor::{Report, Supervisor, SupervisorOptions},
     sys::{self, ExitStatus, HeldChild},
     RecordError,
 };
@@ -37,6 +38,17 @@ pub enum Target {
     Attach { pid: u32 },
 }
 
+/// When checkpoints are taken (see the `supervisor` module).
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    /// Epoch length.
+    pub epoch: Duration,
+    /// Also cut an epoch after this many events.
+    pub epoch_events: Option<u64>,
+    /// Flight recorder: keep only the newest K epochs on disk.
+    pub keep_epochs: Option<u32>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
     pub out: PathBuf,
@@ -45,6 +57,8 @@ pub struct RecordOptions {
     /// Print a live status line on stderr.
     pub status_line: bool,
     pub writer: WriterOptions,
+    /// Checkpoints (ptrace supervision); `None` records with eBPF only.
+    pub checkpoints: Option<CheckpointOptions>,
 }
 
 /// How a recording ended.
@@ -117,12 +131,31 @@ async fn record_inner(
     let meta = initial_meta(&target, root);
     let mut writer = TraceWriter::create(&opts.out, meta.clone(), opts.writer.clone())?;
     let mut state = State::new(root, launch);
+    let supervisor = opts.checkpoints.as_ref().map(|c| {
+        Supervisor::start(
+            SupervisorOptions {
+                trace_dir: opts.out.clone(),
+                epoch: Some(c.epoch),
+                launch_root: launch.then_some(root),
+            },
+            probe.filter(),
+        )
+    });
+    let seize = |threads: Vec<(u32, u32)>| -> Result<(), RecordError> {
+        match &supervisor {
+            Some(s) => s
+                .seize(threads)
+                .map_err(|reason| RecordError::Supervise { reason }),
+            None => Ok(()),
+        }
+    };
 
     match &mut target {
         Target::Launch { child, .. } => {
             probe.add_target(child.pid, child.pid)?;
             state.live.insert(child.pid);
             state.tids.insert(child.pid);
+            seize(vec![(child.pid, child.pid)])?;
             child.release().map_err(|source| RecordError::Io {
                 what: "starting the command",
                 source,
@@ -152,6 +185,12 @@ async fn record_inner(
             if state.live.is_empty() {
                 return Err(RecordError::NoSuchProcess { pid: *pid });
             }
+            let threads: Vec<(u32, u32)> = state
+                .live
+                .iter()
+                .map(|&t| (t, state.assembler.tgid(t).unwrap_or(t)))
+                .collect();
+            seize(threads)?;
         }
     }
 
@@ -200,7 +239,19 @@ async fn record_inner(
             _ = sigint.recv() => stop_signal = Some("SIGINT"),
             _ = sigterm.recv() => stop_signal = Some("SIGTERM"),
         }
+        if let Some(sup) = &supervisor {
+            while let Some(r) = sup.try_report() {
+                if let Some(s) = state.report(r) {
+                    child_status = Some(s);
+                    reaped_at = Some(Instant::now());
+                }
+            }
+            if state.want_checkpoint(opts.checkpoints.as_ref()) {
+                sup.request_checkpoint();
+            }
+        }
         drain(&mut rings, &mut state, &mut writer, sys::monotonic_ns())?;
+        state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
         writer.tick()?;
         status.update(&writer, &probe);
 
@@ -213,7 +264,7 @@ async fn record_inner(
             // moment to exit by itself.
             interrupted_at = Some(Instant::now());
         }
-        if launch && child_status.is_none() {
+        if launch && child_status.is_none() && supervisor.is_none() {
             if let Some(s) = sys::try_wait(root).map_err(|source| RecordError::Io {
                 what: "waiting for the command",
                 source,
@@ -254,8 +305,16 @@ async fn record_inner(
     }
 
     // Detach: nothing new enters the rings, then take what is there.
+    if let Some(sup) = supervisor {
+        for r in sup.stop() {
+            if let Some(s) = state.report(r) {
+                child_status.get_or_insert(s);
+            }
+        }
+    }
     probe.clear_targets();
     drain(&mut rings, &mut state, &mut writer, u64::MAX)?;
+    state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
     if launch && child_status.is_none() {
         child_status = sys::try_wait(root).ok().flatten();
     }
@@ -315,6 +374,16 @@ struct State {
     exit_code: HashMap<u32, i32>,
     fatal_signal: HashMap<u32, u32>,
     root_exit: Option<(i32, u32)>,
+    /// Epoch cuts reported by the supervisor, not yet in the stream.
+    cuts: VecDeque<(u32, u64)>,
+    epoch: u32,
+    /// Events written since the last cut (for `--epoch-events`).
+    since_cut: u64,
+    /// Checkpoints stored, by epoch.
+    checkpoints: Vec<tracelog::CheckpointInfo>,
+    checkpoint_requested: bool,
+    dropped_before: u32,
+    warnings: Vec<String>,
 }
 
 impl State {
@@ -331,6 +400,84 @@ impl State {
             exit_code: HashMap::new(),
             fatal_signal: HashMap::new(),
             root_exit: None,
+            cuts: VecDeque::new(),
+            epoch: 0,
+            since_cut: 0,
+            checkpoints: Vec::new(),
+            checkpoint_requested: false,
+            dropped_before: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Takes a supervisor report; returns the launched command's status
+    /// when that is what it says.
+    fn report(&mut self, r: Report) -> Option<ExitStatus> {
+        match r {
+            Report::Cut { epoch, time_ns } => self.cuts.push_back((epoch, time_ns)),
+            Report::Checkpoint(info) => self.checkpoints.push(info),
+            Report::RootExited(s) => return Some(s),
+            Report::Warning(w) => {
+                eprintln!("\r\x1b[Kuniplay: warning: {w}");
+                self.warnings.push(w);
+            }
+        }
+        None
+    }
+
+    fn want_checkpoint(&mut self, opts: Option<&CheckpointOptions>) -> bool {
+        let due = opts
+            .and_then(|o| o.epoch_events)
+            .is_some_and(|n| self.since_cut >= n);
+        if due && !self.checkpoint_requested {
+            self.checkpoint_requested = true;
+            return true;
+        }
+        false
+    }
+
+    /// Flight recorder: once an epoch's mark is written and its checkpoint
+    /// stored, epochs older than the newest K go.
+    fn drop_old_epochs(
+        &mut self,
+        writer: &mut TraceWriter,
+        opts: Option<&CheckpointOptions>,
+    ) -> Result<(), RecordError> {
+        let Some(k) = opts.and_then(|o| o.keep_epochs) else {
+            return Ok(());
+        };
+        let stored = self.checkpoints.iter().map(|c| c.epoch).max();
+        let Some(newest) = stored.map(|s| s.min(self.epoch)) else {
+            return Ok(());
+        };
+        let keep_from = (newest + 1).saturating_sub(k);
+        if keep_from > self.dropped_before {
+            writer.drop_epochs_before(keep_from)?;
+            self.checkpoints.retain(|c| c.epoch >= keep_from);
+            self.dropped_before = keep_from;
+        }
+        Ok(())
+    }
+
+    /// Puts the epoch marks due before `time_ns` into the stream.
+    fn marks_before(&mut self, time_ns: u64, out: &mut Vec<Event>) {
+        while let Some(&(epoch, t)) = self.cuts.front() {
+            if t > time_ns {
+                break;
+            }
+            self.cuts.pop_front();
+            self.epoch = epoch;
+            self.since_cut = 0;
+            self.checkpoint_requested = false;
+            out.push(Event {
+                seq: 0,
+                epoch,
+                time_ns: t,
+                cpu: 0,
+                pid: self.root,
+                tid: self.root,
+                kind: EventKind::EpochMark { epoch },
+            });
         }
     }
 
@@ -417,8 +564,20 @@ fn drain(
     let mut result = Ok(());
     let mut ready = Vec::new();
     st.orderer.release(now, |e| ready.push(e));
+    let mut out = Vec::with_capacity(ready.len());
     for mut e in ready {
-        if st.admit(&mut e) && result.is_ok() {
+        st.marks_before(e.time_ns, &mut out);
+        if st.admit(&mut e) {
+            e.epoch = st.epoch;
+            st.since_cut += 1;
+            out.push(e);
+        }
+    }
+    if now == u64::MAX {
+        st.marks_before(u64::MAX, &mut out);
+    }
+    for e in out {
+        if result.is_ok() {
             result = writer.push(e);
         }
     }
@@ -461,7 +620,15 @@ fn finalise(
             .root_exit
             .map(|(code, signal)| tracelog::ExitInfo { code, signal }),
     };
-    meta.end_reason = end_reason;
+    let died = match (&child, st.root_exit) {
+        (Some(ExitStatus::Signal(sig)), _) => Some(*sig as u32),
+        (None, Some((_, sig))) if sig != 0 => Some(sig),
+        _ => None,
+    };
+    meta.end_reason = match died {
+        Some(sig) => format!("the target died of {}", sys::signal_name(sig)),
+        None => end_reason,
+    };
     let lost = meta.losses.ring_full + meta.losses.incomplete_copies;
     meta.state = if lost == 0 {
         TraceState::Complete

@@ -47,9 +47,10 @@ pub(crate) struct BlobWriter {
 }
 
 impl BlobWriter {
-    pub fn new(dir: &Path, min_len: usize, level: i32) -> BlobWriter {
+    /// `path` is blobs.tlf or a segment's `.blobs.tlf`; created on first use.
+    pub fn new(path: PathBuf, min_len: usize, level: i32) -> BlobWriter {
         BlobWriter {
-            path: dir.join(BLOBS_FILE),
+            path,
             file: None,
             len: 0,
             seen: HashMap::new(),
@@ -196,8 +197,8 @@ pub(crate) struct BlobStore {
 }
 
 impl BlobStore {
-    pub fn open(dir: &Path) -> Result<BlobStore, Error> {
-        let path = dir.join(BLOBS_FILE);
+    pub fn open(path: &Path) -> Result<BlobStore, Error> {
+        let path = path.to_path_buf();
         let file = match File::open(&path) {
             Ok(f) => {
                 let len = f.metadata().map_err(|e| Error::io("stat", &path, e))?.len();

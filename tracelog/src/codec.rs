@@ -11,6 +11,7 @@ pub(crate) const FILE_HEADER_LEN: u64 = 16;
 pub(crate) const EVENTS_MAGIC: [u8; 4] = *b"TLEV";
 pub(crate) const INDEX_MAGIC: [u8; 4] = *b"TLIX";
 pub(crate) const BLOBS_MAGIC: [u8; 4] = *b"TLBL";
+pub(crate) const PAGES_MAGIC: [u8; 4] = *b"TLPG";
 
 pub(crate) fn file_header(magic: [u8; 4]) -> [u8; FILE_HEADER_LEN as usize] {
     let mut h = [0u8; FILE_HEADER_LEN as usize];
@@ -139,6 +140,23 @@ impl FrameHeader {
         }
         Ok(h)
     }
+}
+
+/// Compresses `raw` and returns the complete frame (header + payload), with
+/// `h`'s lengths and crc filled in. Written with a single `write` by callers.
+pub(crate) fn build_frame(
+    mut h: FrameHeader,
+    raw: &[u8],
+    compress: impl FnOnce(&[u8]) -> std::io::Result<Vec<u8>>,
+) -> std::io::Result<(FrameHeader, Vec<u8>)> {
+    let compressed = compress(raw)?;
+    h.uncompressed_len = raw.len() as u32;
+    h.compressed_len = compressed.len() as u32;
+    h.payload_crc = crc32fast::hash(&compressed);
+    let mut buf = Vec::with_capacity(FRAME_HEADER_LEN + compressed.len());
+    buf.extend_from_slice(&h.to_bytes());
+    buf.extend_from_slice(&compressed);
+    Ok((h, buf))
 }
 
 // ---- varints -------------------------------------------------------------

@@ -53,6 +53,22 @@ pub enum Error {
 
     #[error("trace writer's background thread panicked")]
     WriterPanicked,
+
+    /// No complete checkpoint (with `state.json`) for this epoch.
+    #[error("no complete checkpoint for epoch {epoch}")]
+    NoCheckpoint { epoch: u32 },
+
+    #[error("checkpoint {epoch} already exists")]
+    CheckpointExists { epoch: u32 },
+
+    #[error("checkpoint {epoch} has no process {pid}")]
+    NoProcess { epoch: u32, pid: u32 },
+
+    #[error("page at {addr:#x} of process {pid} cannot be stored: {reason}")]
+    InvalidPage { pid: u32, addr: u64, reason: String },
+
+    #[error("{what}")]
+    Unsupported { what: &'static str },
 }
 
 impl Error {

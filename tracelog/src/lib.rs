@@ -19,21 +19,31 @@
 //! - The reader never trusts a length it has not checked and never panics on
 //!   damaged input: it yields every intact event and then one error naming the
 //!   file, byte offset and reason.
+//! - Checkpoints (process tree state + changed memory pages, one directory
+//!   per epoch) are written by a separate [`CheckpointWriter`]; with
+//!   [`WriterOptions::segment_epochs`] events are stored one file per epoch
+//!   so [`TraceWriter::drop_epochs_before`] can keep only the last epochs
+//!   (flight recorder), rebasing the oldest kept checkpoint first.
 
 mod blob;
+mod checkpoint;
 mod codec;
 mod error;
 mod meta;
 mod reader;
 mod writer;
 
+pub use checkpoint::{
+    Checkpoint, CheckpointInfo, CheckpointWriter, FdState, Mapping, PageSink, ProcessState,
+    SigAction, ThreadState, PAGE_SIZE,
+};
 pub use error::Error;
 pub use meta::{CpuLoss, EpochInfo, ExitInfo, Host, Losses, Meta, TraceState};
 pub use reader::{Events, FrameInfo, Trace};
 pub use writer::{StatsHandle, TraceWriter, WriterOptions, WriterStats};
 
 /// Version of the trace directory format as a whole (meta.json, events.tlf,
-/// index.tlf, blobs.tlf). Bumped on any change an older reader would misread;
+/// index.tlf, blobs.tlf, events/, checkpoints/, files/). Bumped on any change an older reader would misread;
 /// readers refuse other versions with [`Error::Version`].
 pub const FORMAT_VERSION: u32 = 1;
 

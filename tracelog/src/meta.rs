@@ -39,10 +39,22 @@ pub struct Meta {
     /// Events by kind name ([`crate::KIND_NAMES`]); filled by `finish`.
     pub event_counts: BTreeMap<String, u64>,
     pub losses: Losses,
+    /// Kept epochs (oldest first): the first event's epoch, then one per
+    /// `EpochMark`; epochs deleted by `drop_epochs_before` are removed.
     pub epochs: Vec<EpochInfo>,
     pub state: TraceState,
     pub exit: Option<ExitInfo>,
     pub end_reason: String,
+    /// Events are stored as one file per epoch, `events/NNNNNN.tlf`, instead
+    /// of `events.tlf` (see `WriterOptions::segment_epochs`). Set by the writer.
+    pub event_segments: bool,
+    /// Oldest kept epoch: epochs before it were deleted (flight recorder).
+    pub first_epoch: u32,
+    /// Seq of the first kept event (0 unless epochs were deleted). Seqs are
+    /// never renumbered, so a trace with deleted epochs starts here.
+    pub first_seq: u64,
+    /// `--keep-epochs K`: the recorder keeps only the last K epochs.
+    pub keep_epochs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,8 +86,16 @@ pub struct CpuLoss {
 #[serde(default)]
 pub struct EpochInfo {
     pub index: u32,
+    /// Seq of the epoch's first event (its `EpochMark`, except for the
+    /// first epoch of a recording).
     pub start_seq: u64,
     pub start_ns: u64,
+    /// Largest event time seen in the epoch (0 if unknown).
+    pub end_ns: u64,
+    /// Events pushed from this epoch's start to the next epoch's start.
+    pub events: u64,
+    /// A complete checkpoint `checkpoints/NNNNNN/` exists for this epoch.
+    pub checkpoint: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

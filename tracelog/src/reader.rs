@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::blob::BlobStore;
+use crate::blob::{BlobStore, BLOBS_FILE};
 use crate::codec::{
     check_file_header, DecodeError, FrameDecoder, FrameHeader, EVENTS_MAGIC, FILE_HEADER_LEN,
     FRAME_HEADER_LEN, INDEX_MAGIC,
@@ -18,6 +18,30 @@ use crate::{Error, Event, FORMAT_VERSION};
 pub(crate) const EVENTS_FILE: &str = "events.tlf";
 pub(crate) const INDEX_FILE: &str = "index.tlf";
 pub(crate) const LOCK_FILE: &str = "lock";
+/// Segmented mode: `events/NNNNNN.tlf` (+ `.index.tlf`, `.blobs.tlf`).
+pub(crate) const EVENTS_DIR: &str = "events";
+
+/// `events/NNNNNN.tlf`: the events segment that starts at epoch `n`.
+pub(crate) fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(EVENTS_DIR).join(format!("{n:06}.tlf"))
+}
+
+pub(crate) fn segment_index_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(EVENTS_DIR).join(format!("{n:06}.index.tlf"))
+}
+
+pub(crate) fn segment_blobs_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(EVENTS_DIR).join(format!("{n:06}.blobs.tlf"))
+}
+
+/// Parses a `NNNNNN<suffix>` file or directory name (at least 6 digits).
+pub(crate) fn numbered_name(name: &std::ffi::OsStr, suffix: &str) -> Option<u32> {
+    let digits = name.to_str()?.strip_suffix(suffix)?;
+    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 
 /// index.tlf: 16-byte file header, frame count u64, events.tlf length u64,
 /// then one 48-byte entry per frame, then crc32 of everything before it.
@@ -28,10 +52,14 @@ const MAX_INDEX_BYTES: u64 = 1 << 30;
 
 const DIED_REASON: &str = "recorder stopped without finalising (killed?)";
 
-/// One frame of events.tlf, from the index or a header scan.
+/// One frame of events.tlf (or of an events segment), from the index or a
+/// header scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameInfo {
-    /// Byte offset of the frame header in events.tlf.
+    /// Events segment holding the frame: `N` for `events/N.tlf` (segmented
+    /// traces, see [`crate::WriterOptions::segment_epochs`]), 0 for `events.tlf`.
+    pub segment: u32,
+    /// Byte offset of the frame header in its file.
     pub offset: u64,
     pub compressed_len: u32,
     pub events: u32,
@@ -46,12 +74,18 @@ pub struct FrameInfo {
 }
 
 impl FrameInfo {
-    fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.offset + FRAME_HEADER_LEN as u64 + u64::from(self.compressed_len)
+    }
+
+    pub(crate) fn end_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.events)
     }
 }
 
-pub(crate) fn write_index(dir: &Path, frames: &[FrameInfo], events_len: u64) -> Result<(), Error> {
+/// Writes an index (`path` is index.tlf or a segment's `.index.tlf`) for the
+/// frames of one events file of length `events_len`.
+pub(crate) fn write_index(path: &Path, frames: &[FrameInfo], events_len: u64) -> Result<(), Error> {
     let mut b = Vec::with_capacity(INDEX_PREFIX_LEN + frames.len() * INDEX_ENTRY_LEN + 4);
     b.extend_from_slice(&crate::codec::file_header(INDEX_MAGIC));
     b.extend_from_slice(&(frames.len() as u64).to_le_bytes());
@@ -68,18 +102,21 @@ pub(crate) fn write_index(dir: &Path, frames: &[FrameInfo], events_len: u64) -> 
     }
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
-    write_atomic(dir, INDEX_FILE, &b)
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(Error::corrupt(path, 0, "not an index file path"));
+    };
+    write_atomic(dir, name, &b)
 }
 
-/// Loads index.tlf if it is present and self-consistent; `None` means "scan
-/// instead". Returns the frames and the events.tlf length it describes.
-fn load_index(dir: &Path) -> Option<(Vec<FrameInfo>, u64)> {
-    let path = dir.join(INDEX_FILE);
-    let len = std::fs::metadata(&path).ok()?.len();
+/// Loads an index if it is present and self-consistent for an events file
+/// whose first frame starts at `first_seq`; `None` means "scan instead".
+/// Returns the frames and the events file length it describes.
+fn load_index(path: &Path, segment: u32, first_seq: u64) -> Option<(Vec<FrameInfo>, u64)> {
+    let len = std::fs::metadata(path).ok()?.len();
     if len > MAX_INDEX_BYTES || len < (INDEX_PREFIX_LEN + 4) as u64 {
         return None;
     }
-    let b = std::fs::read(&path).ok()?;
+    let b = std::fs::read(path).ok()?;
     let (body, crc) = b.split_at(b.len() - 4);
     if crc32fast::hash(body).to_le_bytes() != crc {
         return None;
@@ -98,10 +135,11 @@ fn load_index(dir: &Path) -> Option<(Vec<FrameInfo>, u64)> {
         return None;
     }
     let mut frames = Vec::with_capacity(count as usize);
-    let (mut next_off, mut next_seq) = (FILE_HEADER_LEN, 0u64);
+    let (mut next_off, mut next_seq) = (FILE_HEADER_LEN, first_seq);
     for i in 0..count as usize {
         let e = INDEX_PREFIX_LEN + i * INDEX_ENTRY_LEN;
         let f = FrameInfo {
+            segment,
             offset: u64_at(e),
             compressed_len: u32_at(e + 8),
             events: u32_at(e + 12),
@@ -126,16 +164,19 @@ fn load_index(dir: &Path) -> Option<(Vec<FrameInfo>, u64)> {
     Some((frames, events_len))
 }
 
-/// Reads frame headers from the start of events.tlf. Stops at the first
-/// frame that cannot be read, returning the intact prefix and the damage.
-fn scan_frames(
+/// Reads frame headers from the start of a frame file (events or pages).
+/// Stops at the first frame that cannot be read, returning the intact prefix
+/// and the damage. The first frame must start at `first_seq`.
+pub(crate) fn scan_frames(
     file: &File,
     path: &Path,
     len: u64,
+    segment: u32,
+    first_seq: u64,
 ) -> Result<(Vec<FrameInfo>, Option<Error>), Error> {
     let mut frames = Vec::new();
     let mut off = FILE_HEADER_LEN;
-    let mut next_seq = 0u64;
+    let mut next_seq = first_seq;
     let mut hbuf = [0u8; FRAME_HEADER_LEN];
     while off < len {
         if len - off < FRAME_HEADER_LEN as u64 {
@@ -164,6 +205,7 @@ fn scan_frames(
             return Ok((frames, Some(Error::corrupt(path, off, reason))));
         }
         let f = FrameInfo {
+            segment,
             offset: off,
             compressed_len: h.compressed_len,
             events: h.events,
@@ -180,16 +222,133 @@ fn scan_frames(
     Ok((frames, None))
 }
 
+/// Reads (and validates) the payload of frame `f` in `file`, returning the
+/// parsed header and the decompressed payload.
+pub(crate) fn read_frame_payload(
+    file: &File,
+    path: &Path,
+    f: &FrameInfo,
+) -> Result<(FrameHeader, Vec<u8>), Error> {
+    let bad = |reason: String| Error::corrupt(path, f.offset, reason);
+    let mut hb = [0u8; FRAME_HEADER_LEN];
+    file.read_exact_at(&mut hb, f.offset)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => bad("frame header past end of file".into()),
+            _ => Error::io("read", path, e),
+        })?;
+    let h = FrameHeader::parse(&hb).map_err(bad)?;
+    if h.compressed_len != f.compressed_len || h.events != f.events || h.first_seq != f.first_seq {
+        return Err(bad("frame header does not match the index".into()));
+    }
+    // Length already checked against the file by the index/scan; a
+    // shorter file now is reported as truncation, not a panic.
+    let mut payload = vec![0u8; h.compressed_len as usize];
+    file.read_exact_at(&mut payload, f.offset + FRAME_HEADER_LEN as u64)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => bad("frame payload past end of file".into()),
+            _ => Error::io("read", path, e),
+        })?;
+    if crc32fast::hash(&payload) != h.payload_crc {
+        return Err(bad("frame payload checksum mismatch".into()));
+    }
+    let raw = zstd::bulk::decompress(&payload, h.uncompressed_len as usize)
+        .map_err(|e| bad(format!("frame decompression failed: {e}")))?;
+    if raw.len() != h.uncompressed_len as usize {
+        return Err(bad(format!(
+            "frame decompressed to {} bytes, header says {}",
+            raw.len(),
+            h.uncompressed_len
+        )));
+    }
+    Ok((h, raw))
+}
+
+/// One events file (`events.tlf`, or a segment `events/N.tlf`) and its blobs.
+#[derive(Debug)]
+struct Segment {
+    number: u32,
+    path: PathBuf,
+    file: Option<File>,
+    blobs: BlobStore,
+}
+
+/// What opening one events file found.
+struct LoadedSegment {
+    file: Option<File>,
+    frames: Vec<FrameInfo>,
+    damage: Option<Error>,
+}
+
+/// Opens one events file: header check, then its index if valid for a first
+/// seq of `first_seq`, else a scan of the frame headers.
+fn load_segment(
+    path: &Path,
+    index_path: &Path,
+    number: u32,
+    first_seq: u64,
+    empty_ok: bool,
+) -> Result<LoadedSegment, Error> {
+    let mut out = LoadedSegment {
+        file: None,
+        frames: Vec::new(),
+        damage: None,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.damage = Some(Error::corrupt(path, 0, "file is missing"));
+            return Ok(out);
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len == 0 && empty_ok {
+        // A segment created just before the recorder died.
+        return Ok(out);
+    }
+    let mut h = [0u8; FILE_HEADER_LEN as usize];
+    let header_ok = if len < FILE_HEADER_LEN {
+        Err("file header truncated".to_string())
+    } else {
+        file.read_exact_at(&mut h, 0)
+            .map_err(|e| Error::io("read", path, e))?;
+        check_file_header(&h, EVENTS_MAGIC)
+    };
+    if let Err(reason) = header_ok {
+        out.damage = Some(Error::corrupt(path, 0, reason));
+        return Ok(out);
+    }
+    match load_index(index_path, number, first_seq) {
+        Some((frames, expect_len)) if expect_len == len => out.frames = frames,
+        index => {
+            let (frames, damage) = scan_frames(&file, path, len, number, first_seq)?;
+            out.frames = frames;
+            out.damage = damage;
+            // A finished trace whose file got shorter lost whole frames;
+            // the scan alone cannot notice a cut at a frame boundary.
+            if let (None, Some((_, expect_len))) = (&out.damage, index) {
+                if len < expect_len {
+                    let reason = format!("file truncated: index expects {expect_len} bytes");
+                    out.damage = Some(Error::corrupt(path, len, reason));
+                }
+            }
+        }
+    }
+    out.file = Some(file);
+    Ok(out)
+}
+
 /// An open trace directory.
 #[derive(Debug)]
 pub struct Trace {
-    dir: PathBuf,
-    meta: Meta,
-    events_path: PathBuf,
-    events_file: Option<File>,
+    pub(crate) dir: PathBuf,
+    pub(crate) meta: Meta,
+    segments: Vec<Segment>,
     frames: Vec<FrameInfo>,
     damage: Option<Error>,
-    blobs: BlobStore,
 }
 
 impl Trace {
@@ -198,59 +357,79 @@ impl Trace {
     /// is reported through [`Trace::damage`] and the iterators instead.
     pub fn open(dir: &Path) -> Result<Trace, Error> {
         let meta = read_meta(dir)?;
-        let events_path = dir.join(EVENTS_FILE);
-        let blobs = BlobStore::open(dir)?;
         let mut t = Trace {
             dir: dir.to_path_buf(),
             meta,
-            events_path,
-            events_file: None,
+            segments: Vec::new(),
             frames: Vec::new(),
             damage: None,
-            blobs,
         };
-        let file = match File::open(&t.events_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                t.damage = Some(Error::corrupt(&t.events_path, 0, "file is missing"));
-                return Ok(t);
-            }
-            Err(e) => return Err(Error::io("open", &t.events_path, e)),
-        };
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &t.events_path, e))?
-            .len();
-        let mut h = [0u8; FILE_HEADER_LEN as usize];
-        let header_ok = if len < FILE_HEADER_LEN {
-            Err("file header truncated".to_string())
+        if t.meta.event_segments {
+            t.open_segments()?;
         } else {
-            file.read_exact_at(&mut h, 0)
-                .map_err(|e| Error::io("read", &t.events_path, e))?;
-            check_file_header(&h, EVENTS_MAGIC)
-        };
-        if let Err(reason) = header_ok {
-            t.damage = Some(Error::corrupt(&t.events_path, 0, reason));
-            return Ok(t);
+            let path = dir.join(EVENTS_FILE);
+            let seg = load_segment(&path, &dir.join(INDEX_FILE), 0, 0, false)?;
+            t.frames = seg.frames;
+            t.damage = seg.damage;
+            t.segments.push(Segment {
+                number: 0,
+                path,
+                file: seg.file,
+                blobs: BlobStore::open(&dir.join(BLOBS_FILE))?,
+            });
         }
-        match load_index(dir) {
-            Some((frames, expect_len)) if expect_len == len => t.frames = frames,
-            index => {
-                let (frames, damage) = scan_frames(&file, &t.events_path, len)?;
-                t.frames = frames;
-                t.damage = damage;
-                // A finished trace whose file got shorter lost whole frames;
-                // the scan alone cannot notice a cut at a frame boundary.
-                if let (None, Some((_, expect_len))) = (&t.damage, index) {
-                    if len < expect_len {
-                        let reason = format!("file truncated: index expects {expect_len} bytes");
-                        t.damage = Some(Error::corrupt(&t.events_path, len, reason));
+        Ok(t)
+    }
+
+    /// Segmented mode: `events/N.tlf` in order of N, skipping segments a
+    /// flight-recorder deletion left behind (numbers below the segment that
+    /// holds `meta.first_epoch`). Seqs continue across segments and start at
+    /// `meta.first_seq`.
+    fn open_segments(&mut self) -> Result<(), Error> {
+        let ev_dir = self.dir.join(EVENTS_DIR);
+        let mut numbers = Vec::new();
+        match std::fs::read_dir(&ev_dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io("list", &ev_dir, e))?;
+                    if let Some(n) = numbered_name(&entry.file_name(), ".tlf") {
+                        numbers.push(n);
                     }
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.damage = Some(Error::corrupt(&ev_dir, 0, "directory is missing"));
+                return Ok(());
+            }
+            Err(e) => return Err(Error::io("list", &ev_dir, e)),
         }
-        t.events_file = Some(file);
-        Ok(t)
+        numbers.sort_unstable();
+        let first_epoch = self.meta.first_epoch;
+        let floor = numbers
+            .partition_point(|&n| n <= first_epoch)
+            .saturating_sub(1);
+        let numbers = &numbers[floor.min(numbers.len())..];
+        let mut next_seq = self.meta.first_seq;
+        for (i, &n) in numbers.iter().enumerate() {
+            let path = segment_path(&self.dir, n);
+            let last = i + 1 == numbers.len();
+            let seg = load_segment(&path, &segment_index_path(&self.dir, n), n, next_seq, last)?;
+            if let Some(f) = seg.frames.last() {
+                next_seq = f.end_seq();
+            }
+            self.frames.extend(seg.frames);
+            self.segments.push(Segment {
+                number: n,
+                path,
+                file: seg.file,
+                blobs: BlobStore::open(&segment_blobs_path(&self.dir, n))?,
+            });
+            if seg.damage.is_some() {
+                self.damage = seg.damage;
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub fn meta(&self) -> &Meta {
@@ -332,50 +511,25 @@ impl Trace {
             next_frame,
             cur: None,
             cur_offset: 0,
+            cur_seg: 0,
             done: false,
         }
     }
 
-    fn load_frame(&self, f: &FrameInfo) -> Result<FrameDecoder, Error> {
-        let path = &self.events_path;
-        let bad = |reason: String| Error::corrupt(path, f.offset, reason);
-        let Some(file) = &self.events_file else {
-            return Err(bad("file is not open".into()));
+    fn segment(&self, number: u32) -> Option<usize> {
+        self.segments
+            .binary_search_by_key(&number, |s| s.number)
+            .ok()
+    }
+
+    fn load_frame(&self, seg: usize, f: &FrameInfo) -> Result<FrameDecoder, Error> {
+        let seg = &self.segments[seg];
+        let Some(file) = &seg.file else {
+            return Err(Error::corrupt(&seg.path, f.offset, "file is not open"));
         };
-        let mut hb = [0u8; FRAME_HEADER_LEN];
-        file.read_exact_at(&mut hb, f.offset)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => bad("frame header past end of file".into()),
-                _ => Error::io("read", path, e),
-            })?;
-        let h = FrameHeader::parse(&hb).map_err(bad)?;
-        if h.compressed_len != f.compressed_len
-            || h.events != f.events
-            || h.first_seq != f.first_seq
-        {
-            return Err(bad("frame header does not match the index".into()));
-        }
-        // Length already checked against the file by the index/scan; a
-        // shorter file now is reported as truncation, not a panic.
-        let mut payload = vec![0u8; h.compressed_len as usize];
-        file.read_exact_at(&mut payload, f.offset + FRAME_HEADER_LEN as u64)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => bad("frame payload past end of file".into()),
-                _ => Error::io("read", path, e),
-            })?;
-        if crc32fast::hash(&payload) != h.payload_crc {
-            return Err(bad("frame payload checksum mismatch".into()));
-        }
-        let raw = zstd::bulk::decompress(&payload, h.uncompressed_len as usize)
-            .map_err(|e| bad(format!("frame decompression failed: {e}")))?;
-        if raw.len() != h.uncompressed_len as usize {
-            return Err(bad(format!(
-                "frame decompressed to {} bytes, header says {}",
-                raw.len(),
-                h.uncompressed_len
-            )));
-        }
-        FrameDecoder::new(Bytes::from(raw), &h).map_err(bad)
+        let (h, raw) = read_frame_payload(file, &seg.path, f)?;
+        FrameDecoder::new(Bytes::from(raw), &h)
+            .map_err(|reason| Error::corrupt(&seg.path, f.offset, reason))
     }
 }
 
@@ -423,6 +577,8 @@ pub struct Events<'a> {
     next_frame: usize,
     cur: Option<FrameDecoder>,
     cur_offset: u64,
+    /// Index into `trace.segments` of the current frame.
+    cur_seg: usize,
     done: bool,
 }
 
@@ -435,7 +591,8 @@ impl Iterator for Events<'_> {
                 return None;
             }
             if let Some(dec) = &mut self.cur {
-                match dec.next_event(&self.trace.blobs) {
+                let seg = &self.trace.segments[self.cur_seg];
+                match dec.next_event(&seg.blobs) {
                     Some(Ok(ev)) => {
                         if self.filter.event(&ev) {
                             return Some(Ok(ev));
@@ -445,7 +602,7 @@ impl Iterator for Events<'_> {
                         self.done = true;
                         return Some(Err(match e {
                             DecodeError::Frame(reason) => {
-                                Error::corrupt(&self.trace.events_path, self.cur_offset, reason)
+                                Error::corrupt(&seg.path, self.cur_offset, reason)
                             }
                             DecodeError::Blob(e) => e,
                         }));
@@ -455,8 +612,7 @@ impl Iterator for Events<'_> {
                         self.cur = None;
                         if let Err(reason) = end {
                             self.done = true;
-                            let e =
-                                Error::corrupt(&self.trace.events_path, self.cur_offset, reason);
+                            let e = Error::corrupt(&seg.path, self.cur_offset, reason);
                             return Some(Err(e));
                         }
                     }
@@ -473,7 +629,13 @@ impl Iterator for Events<'_> {
             };
             self.next_frame += 1;
             self.cur_offset = f.offset;
-            match self.trace.load_frame(f) {
+            let Some(seg) = self.trace.segment(f.segment) else {
+                self.done = true;
+                let reason = format!("frame of unknown segment {}", f.segment);
+                return Some(Err(Error::corrupt(&self.trace.dir, f.offset, reason)));
+            };
+            self.cur_seg = seg;
+            match self.trace.load_frame(seg, f) {
                 Ok(dec) => self.cur = Some(dec),
                 Err(e) => {
                     self.done = true;

@@ -11,10 +11,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::blob::BlobWriter;
-use crate::codec::{file_header, Encoder, EVENTS_MAGIC, FILE_HEADER_LEN, MAX_UNCOMPRESSED};
+use crate::blob::{BlobWriter, BLOBS_FILE};
+use crate::checkpoint;
+use crate::codec::{
+    build_frame, file_header, Encoder, EVENTS_MAGIC, FILE_HEADER_LEN, MAX_UNCOMPRESSED,
+};
 use crate::meta::{sync_dir, write_meta, EpochInfo, Meta, TraceState};
-use crate::reader::{write_index, FrameInfo, EVENTS_FILE, LOCK_FILE};
+use crate::reader::{
+    segment_blobs_path, segment_index_path, segment_path, write_index, FrameInfo, EVENTS_DIR,
+    EVENTS_FILE, INDEX_FILE, LOCK_FILE,
+};
 use crate::{Error, Event, EventKind, FORMAT_VERSION, KIND_NAMES};
 
 /// Frames handed to the background thread but not yet written. Bounds memory
@@ -44,6 +50,13 @@ pub struct WriterOptions {
     /// Output payloads at least this long are stored once in blobs.tlf
     /// (usize::MAX disables deduplication).
     pub dedup_min_bytes: usize,
+    /// Store events as one segment per epoch (`events/NNNNNN.tlf`, started
+    /// at each `EpochMark`) instead of a single `events.tlf`, so that
+    /// [`TraceWriter::drop_epochs_before`] can delete old epochs.
+    pub segment_epochs: bool,
+    /// Recorded in meta.json (`keep_epochs`); the deletion itself is done by
+    /// calling [`TraceWriter::drop_epochs_before`].
+    pub keep_epochs: Option<u32>,
 }
 
 impl Default for WriterOptions {
@@ -54,6 +67,8 @@ impl Default for WriterOptions {
             flush_interval: Duration::from_secs(1),
             zstd_level: 3,
             dedup_min_bytes: 4096,
+            segment_epochs: false,
+            keep_epochs: None,
         }
     }
 }
@@ -95,11 +110,24 @@ enum Msg {
     },
     /// Make everything written so far durable, then answer.
     Sync(SyncSender<()>),
+    /// Close the current segment (sync, write its index) and start
+    /// `events/N.tlf`.
+    NewSegment(u32),
+    /// Delete these closed segments, then answer.
+    Delete(Vec<u32>, SyncSender<Result<(), Error>>),
 }
 
 struct BgDone {
-    frames: Vec<FrameInfo>,
-    events_len: u64,
+    /// The last (open) segment: its index is written by `finish`.
+    last: Option<(PathBuf, Vec<FrameInfo>, u64)>,
+}
+
+/// Writer-side bookkeeping of one events segment.
+#[derive(Debug, Clone)]
+struct SegInfo {
+    number: u32,
+    first_seq: u64,
+    counts: [u64; KIND_NAMES.len()],
 }
 
 /// Writes one trace directory. See the crate docs and docs/FORMAT.md.
@@ -116,6 +144,15 @@ pub struct TraceWriter {
     stats: StatsHandle,
     counts: [u64; KIND_NAMES.len()],
     epochs: Vec<EpochInfo>,
+    /// Segmented mode: live segments, oldest first (one pseudo-segment in
+    /// single-file mode, for the event counts).
+    segmented: bool,
+    segments: Vec<SegInfo>,
+    first_epoch: u32,
+    first_seq: u64,
+    keep_epochs: Option<u32>,
+    /// The meta given to `create`, rewritten by `drop_epochs_before`.
+    meta: Meta,
     last_flush: Instant,
     /// Frames were sent since the last durable sync.
     unsynced: bool,
@@ -172,27 +209,35 @@ impl TraceWriter {
             }
         }
 
-        let events_path = dir.join(EVENTS_FILE);
-        let mut events_file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&events_path)
-            .map_err(|e| Error::io("create", &events_path, e))?;
-        events_file
-            .write_all(&file_header(EVENTS_MAGIC))
-            .map_err(|e| Error::io("write", &events_path, e))?;
+        let seg = if opts.segment_epochs {
+            let ev_dir = dir.join(EVENTS_DIR);
+            fs::create_dir(&ev_dir).map_err(|e| Error::io("create", &ev_dir, e))?;
+            None
+        } else {
+            Some(OpenSegment::create(
+                dir.join(EVENTS_FILE),
+                dir.join(INDEX_FILE),
+                BlobWriter::new(dir.join(BLOBS_FILE), opts.dedup_min_bytes, opts.zstd_level),
+            )?)
+        };
 
         meta.format_version = FORMAT_VERSION;
         meta.state = TraceState::Recording;
+        meta.event_segments = opts.segment_epochs;
+        meta.first_epoch = 0;
+        meta.first_seq = 0;
+        if opts.keep_epochs.is_some() {
+            meta.keep_epochs = opts.keep_epochs;
+        }
         write_meta(dir, &meta)?;
 
         let stats = StatsHandle::default();
         let (tx, rx) = sync_channel(FRAMES_IN_FLIGHT);
         let bg = Background {
-            file: events_file,
-            path: events_path,
-            offset: FILE_HEADER_LEN,
-            blobs: BlobWriter::new(dir, opts.dedup_min_bytes, opts.zstd_level),
+            dir: dir.to_path_buf(),
+            seg,
+            closed_bytes: 0,
+            dedup_min_bytes: opts.dedup_min_bytes,
             stats: stats.clone(),
             level: opts.zstd_level,
         };
@@ -213,6 +258,20 @@ impl TraceWriter {
             stats,
             counts: [0; KIND_NAMES.len()],
             epochs: Vec::new(),
+            segmented: opts.segment_epochs,
+            segments: if opts.segment_epochs {
+                Vec::new()
+            } else {
+                vec![SegInfo {
+                    number: 0,
+                    first_seq: 0,
+                    counts: [0; KIND_NAMES.len()],
+                }]
+            },
+            first_epoch: 0,
+            first_seq: 0,
+            keep_epochs: meta.keep_epochs,
+            meta,
             last_flush: Instant::now(),
             unsynced: false,
             lock: Some(lock),
@@ -221,6 +280,11 @@ impl TraceWriter {
 
     /// Appends an event (its `seq` is assigned here). Returns an error if the
     /// background thread failed, e.g. on a full disk.
+    ///
+    /// Frames never span epochs: the open frame is written first when `ev`
+    /// is an `EpochMark` or its `epoch` differs from the frame's. In
+    /// segmented mode an `EpochMark { epoch }` with `epoch` above the current
+    /// segment's number starts segment `events/epoch.tlf`.
     pub fn push(&mut self, mut ev: Event) -> Result<(), Error> {
         if self.tx.is_none() {
             return Err(Error::WriterFailed);
@@ -233,21 +297,47 @@ impl TraceWriter {
                 reason: format!("{bytes} payload bytes, at most {MAX_BATCH_BYTES} per event"),
             });
         }
+        let mark = match ev.kind {
+            EventKind::EpochMark { epoch } => Some(epoch),
+            _ => None,
+        };
+        if !self.batch.is_empty() && (mark.is_some() || self.batch[0].epoch != ev.epoch) {
+            self.send_batch(false)?;
+        }
+        if self.segmented {
+            let start = match (self.segments.last(), mark) {
+                (None, m) => Some(m.unwrap_or(ev.epoch)),
+                (Some(s), Some(m)) if m > s.number => Some(m),
+                _ => None,
+            };
+            if let Some(number) = start {
+                self.send(Msg::NewSegment(number))?;
+                self.segments.push(SegInfo {
+                    number,
+                    first_seq: ev.seq,
+                    counts: [0; KIND_NAMES.len()],
+                });
+            }
+        }
         self.next_seq += 1;
-        self.counts[ev.kind.code() as usize] += 1;
-        if self.epochs.is_empty() {
+        let code = ev.kind.code() as usize;
+        self.counts[code] += 1;
+        if let Some(s) = self.segments.last_mut() {
+            s.counts[code] += 1;
+        }
+        if self.epochs.is_empty() || mark.is_some() {
             self.epochs.push(EpochInfo {
-                index: ev.epoch,
+                index: mark.unwrap_or(ev.epoch),
                 start_seq: ev.seq,
                 start_ns: ev.time_ns,
+                end_ns: ev.time_ns,
+                events: 0,
+                checkpoint: false,
             });
         }
-        if let EventKind::EpochMark { epoch } = ev.kind {
-            self.epochs.push(EpochInfo {
-                index: epoch,
-                start_seq: ev.seq,
-                start_ns: ev.time_ns,
-            });
+        if let Some(e) = self.epochs.last_mut() {
+            e.events += 1;
+            e.end_ns = e.end_ns.max(ev.time_ns);
         }
         self.stats.0.events.fetch_add(1, Ordering::Relaxed);
         self.batch.push(ev);
@@ -256,6 +346,97 @@ impl TraceWriter {
             self.send_batch(false)?;
         }
         Ok(())
+    }
+
+    /// Flight recorder: deletes everything before epoch `epoch` (segmented
+    /// mode only). The cut is moved back to the newest complete checkpoint
+    /// at or below `epoch` if checkpoint `epoch` is not complete (so the kept
+    /// range always starts at a checkpoint, when there are checkpoints).
+    ///
+    /// Order, each step durable before the next: the oldest kept checkpoint
+    /// is *rebased* (pages it inherits from deleted checkpoints are copied
+    /// into its `base.tlf`), meta.json records the new `first_epoch` /
+    /// `first_seq` / `epochs`, then event segments and checkpoint
+    /// directories of older epochs are deleted. A crash in between leaves a
+    /// readable trace (leftovers below `first_epoch` are ignored).
+    ///
+    /// Segments hold events from their `EpochMark` to the next one; the
+    /// segment containing the cut is kept whole. `files/` is not pruned.
+    pub fn drop_epochs_before(&mut self, epoch: u32) -> Result<(), Error> {
+        if !self.segmented {
+            return Err(Error::Unsupported {
+                what: "drop_epochs_before needs WriterOptions::segment_epochs",
+            });
+        }
+        self.check_background()?;
+        let cut = checkpoint::choose_cut(&self.dir, epoch)?;
+        if cut <= self.first_epoch {
+            return Ok(());
+        }
+        checkpoint::rebase(&self.dir, cut)?;
+
+        // Segments wholly below the cut: all before the one holding `cut`.
+        let keep_from = self
+            .segments
+            .partition_point(|s| s.number <= cut)
+            .saturating_sub(1);
+        let deleted: Vec<SegInfo> = self.segments[..keep_from].to_vec();
+        let first_seq = self
+            .segments
+            .get(keep_from)
+            .map_or(self.next_seq, |s| s.first_seq);
+        self.first_epoch = cut;
+        self.first_seq = first_seq.max(self.first_seq);
+        self.epochs.retain(|e| e.index >= cut);
+        let mut meta = self.meta.clone();
+        self.fill_meta(&mut meta);
+        meta.state = TraceState::Recording;
+        write_meta(&self.dir, &meta)?;
+
+        let (reply_tx, reply_rx) = sync_channel(1);
+        self.send(Msg::Delete(
+            deleted.iter().map(|s| s.number).collect(),
+            reply_tx,
+        ))?;
+        match reply_rx.recv() {
+            Ok(r) => r?,
+            Err(_) => return Err(self.collect_failure()),
+        }
+        for s in &deleted {
+            for (c, n) in self.counts.iter_mut().zip(s.counts) {
+                *c -= n;
+            }
+        }
+        self.segments.drain(..keep_from);
+        checkpoint::delete_before(&self.dir, cut)
+    }
+
+    /// Oldest kept epoch (0 until [`TraceWriter::drop_epochs_before`] cut).
+    pub fn first_epoch(&self) -> u32 {
+        self.first_epoch
+    }
+
+    /// Fills the writer-owned fields of `meta`.
+    fn fill_meta(&self, meta: &mut Meta) {
+        meta.format_version = FORMAT_VERSION;
+        meta.event_counts = KIND_NAMES
+            .iter()
+            .zip(self.counts)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect::<BTreeMap<_, _>>();
+        if meta.epochs.is_empty() {
+            meta.epochs = self.epochs.clone();
+            for e in &mut meta.epochs {
+                e.checkpoint = checkpoint::is_complete(&self.dir, e.index);
+            }
+        }
+        meta.epochs.retain(|e| e.index >= self.first_epoch);
+        meta.event_segments = self.segmented;
+        meta.first_epoch = self.first_epoch;
+        meta.first_seq = self.first_seq;
+        if self.keep_epochs.is_some() {
+            meta.keep_epochs = self.keep_epochs;
+        }
     }
 
     /// Call periodically (every 100 ms or more often): writes a partial frame
@@ -304,7 +485,8 @@ impl TraceWriter {
 
     /// Flushes everything, writes index.tlf and the final meta.json (state
     /// Complete unless `meta.state` is Incomplete; event_counts,
-    /// format_version and, if empty, epochs filled in) and releases the lock.
+    /// format_version, event_segments, first_epoch, first_seq and, if empty,
+    /// epochs filled in) and releases the lock.
     pub fn finish(mut self, mut meta: Meta) -> Result<Meta, Error> {
         if !self.batch.is_empty() {
             self.send_batch(true)?;
@@ -315,16 +497,10 @@ impl TraceWriter {
             Some(Err(_)) => return Err(Error::WriterPanicked),
             None => return Err(Error::WriterFailed),
         };
-        write_index(&self.dir, &done.frames, done.events_len)?;
-        meta.format_version = FORMAT_VERSION;
-        meta.event_counts = KIND_NAMES
-            .iter()
-            .zip(self.counts)
-            .map(|(k, n)| (k.to_string(), n))
-            .collect::<BTreeMap<_, _>>();
-        if meta.epochs.is_empty() {
-            meta.epochs = std::mem::take(&mut self.epochs);
+        if let Some((index_path, frames, len)) = &done.last {
+            write_index(index_path, frames, *len)?;
         }
+        self.fill_meta(&mut meta);
         if !matches!(meta.state, TraceState::Incomplete { .. }) {
             meta.state = TraceState::Complete;
         }
@@ -399,11 +575,57 @@ fn payload_bytes(kind: &EventKind) -> usize {
     }
 }
 
-struct Background {
+/// The events file being appended to, with its blobs and frame list.
+struct OpenSegment {
     file: File,
     path: PathBuf,
+    index_path: PathBuf,
     offset: u64,
     blobs: BlobWriter,
+    frames: Vec<FrameInfo>,
+    number: u32,
+}
+
+impl OpenSegment {
+    fn create(path: PathBuf, index_path: PathBuf, blobs: BlobWriter) -> Result<Self, Error> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        file.write_all(&file_header(EVENTS_MAGIC))
+            .map_err(|e| Error::io("write", &path, e))?;
+        Ok(OpenSegment {
+            file,
+            path,
+            index_path,
+            offset: FILE_HEADER_LEN,
+            blobs,
+            frames: Vec::new(),
+            number: 0,
+        })
+    }
+
+    /// Blobs first: a durable frame must not reference a lost blob.
+    fn sync(&mut self) -> Result<(), Error> {
+        self.blobs.sync()?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))
+    }
+
+    fn bytes(&self) -> u64 {
+        self.offset - FILE_HEADER_LEN + self.blobs.bytes_written
+    }
+}
+
+struct Background {
+    dir: PathBuf,
+    /// None in segmented mode until the first segment starts.
+    seg: Option<OpenSegment>,
+    /// Bytes written to closed segments.
+    closed_bytes: u64,
+    dedup_min_bytes: usize,
     stats: StatsHandle,
     level: i32,
 }
@@ -412,33 +634,29 @@ impl Background {
     fn run(mut self, rx: Receiver<Msg>) -> Result<BgDone, Error> {
         let mut enc = Encoder::new();
         let mut raw = Vec::new();
-        let mut frames = Vec::new();
         let mut next_seq = 0u64;
         let mut compressor = zstd::bulk::Compressor::new(self.level)
-            .map_err(|e| Error::io("set up compression for", &self.path, e))?;
+            .map_err(|e| Error::io("set up compression for", &self.dir, e))?;
         for msg in rx {
             match msg {
                 Msg::Frame { events, sync } => {
                     if !events.is_empty() {
-                        let blobs = &mut self.blobs;
+                        let Some(seg) = &mut self.seg else {
+                            return Err(Error::WriterFailed);
+                        };
+                        let blobs = &mut seg.blobs;
                         let mut sink = |d: &[u8]| blobs.put(d);
-                        let mut h = enc.encode(&events, next_seq, &mut sink, &mut raw)?;
-                        let compressed = compressor
-                            .compress(&raw)
-                            .map_err(|e| Error::io("compress a frame for", &self.path, e))?;
-                        h.uncompressed_len = raw.len() as u32;
-                        h.compressed_len = compressed.len() as u32;
-                        h.payload_crc = crc32fast::hash(&compressed);
-                        let mut buf = Vec::with_capacity(64 + compressed.len());
-                        buf.extend_from_slice(&h.to_bytes());
-                        buf.extend_from_slice(&compressed);
+                        let h = enc.encode(&events, next_seq, &mut sink, &mut raw)?;
+                        let (h, buf) = build_frame(h, &raw, |r| compressor.compress(r))
+                            .map_err(|e| Error::io("compress a frame for", &seg.path, e))?;
                         // One write per frame: a crash leaves a prefix of the
                         // frame at worst, which the reader detects by length.
-                        self.file
+                        seg.file
                             .write_all(&buf)
-                            .map_err(|e| Error::io("write", &self.path, e))?;
-                        frames.push(FrameInfo {
-                            offset: self.offset,
+                            .map_err(|e| Error::io("write", &seg.path, e))?;
+                        seg.frames.push(FrameInfo {
+                            segment: seg.number,
+                            offset: seg.offset,
                             compressed_len: h.compressed_len,
                             events: h.events,
                             first_seq: h.first_seq,
@@ -447,13 +665,11 @@ impl Background {
                             epoch_min: h.epoch_min,
                             epoch_max: h.epoch_max,
                         });
-                        self.offset += buf.len() as u64;
+                        seg.offset += buf.len() as u64;
                         next_seq += events.len() as u64;
                         let s = &self.stats.0;
-                        s.bytes_written.store(
-                            self.offset - FILE_HEADER_LEN + self.blobs.bytes_written,
-                            Ordering::Relaxed,
-                        );
+                        s.bytes_written
+                            .store(self.closed_bytes + seg.bytes(), Ordering::Relaxed);
                         s.frames.fetch_add(1, Ordering::Relaxed);
                     }
                     if sync {
@@ -464,20 +680,60 @@ impl Background {
                     self.sync()?;
                     let _ = reply.send(());
                 }
+                Msg::NewSegment(number) => {
+                    if let Some(mut old) = self.seg.take() {
+                        old.sync()?;
+                        write_index(&old.index_path, &old.frames, old.offset)?;
+                        self.closed_bytes += old.bytes();
+                    }
+                    let mut seg = OpenSegment::create(
+                        segment_path(&self.dir, number),
+                        segment_index_path(&self.dir, number),
+                        BlobWriter::new(
+                            segment_blobs_path(&self.dir, number),
+                            self.dedup_min_bytes,
+                            self.level,
+                        ),
+                    )?;
+                    seg.number = number;
+                    sync_dir(&self.dir.join(EVENTS_DIR))?;
+                    self.seg = Some(seg);
+                }
+                Msg::Delete(numbers, reply) => {
+                    let _ = reply.send(self.delete(&numbers));
+                }
             }
         }
         self.sync()?;
         Ok(BgDone {
-            frames,
-            events_len: self.offset,
+            last: self.seg.take().map(|s| (s.index_path, s.frames, s.offset)),
         })
     }
 
-    /// Blobs first: a durable frame must not reference a lost blob.
+    fn delete(&mut self, numbers: &[u32]) -> Result<(), Error> {
+        for &n in numbers {
+            if self.seg.as_ref().is_some_and(|s| s.number == n) {
+                continue;
+            }
+            for p in [
+                segment_path(&self.dir, n),
+                segment_index_path(&self.dir, n),
+                segment_blobs_path(&self.dir, n),
+            ] {
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove", &p, e)),
+                }
+            }
+        }
+        sync_dir(&self.dir.join(EVENTS_DIR))
+    }
+
     fn sync(&mut self) -> Result<(), Error> {
-        self.blobs.sync()?;
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", &self.path, e))
+        match &mut self.seg {
+            Some(s) => s.sync(),
+            None => Ok(()),
+        }
     }
 }

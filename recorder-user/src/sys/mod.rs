@@ -159,6 +159,140 @@ pub fn environ(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+pub fn exe(pid: u32) -> String {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// A field of /proc/PID/status, e.g. `Tgid`.
+fn status_field(pid: u32, name: &str) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_value(&text, name).map(str::to_string)
+}
+
+fn status_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    status_field(tid, "Tgid")?.parse().ok()
+}
+
+pub fn ppid_of(pid: u32) -> Option<u32> {
+    status_field(pid, "PPid")?.parse().ok()
+}
+
+/// The PID tracing `tid`, if any.
+pub fn tracer_of(tid: u32) -> Option<u32> {
+    status_field(tid, "TracerPid")?
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+}
+
+/// Caught and ignored signal sets (bit N-1 for signal N).
+pub fn signal_sets(pid: u32) -> (u64, u64) {
+    let get = |n| {
+        status_field(pid, n)
+            .and_then(|v| u64::from_str_radix(&v, 16).ok())
+            .unwrap_or(0)
+    };
+    (get("SigCgt"), get("SigIgn"))
+}
+
+/// One line of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub offset: u64,
+    pub dev: String,
+    pub inode: u64,
+    pub path: String,
+}
+
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(6, ' ');
+            let (range, perms, offset, dev, inode) =
+                (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            let path = f.next().unwrap_or("").trim_start().to_string();
+            let (a, b) = range.split_once('-')?;
+            Some(MapEntry {
+                start: u64::from_str_radix(a, 16).ok()?,
+                end: u64::from_str_radix(b, 16).ok()?,
+                perms: perms.to_string(),
+                offset: u64::from_str_radix(offset, 16).ok()?,
+                dev: dev.to_string(),
+                inode: inode.parse().ok()?,
+                path,
+            })
+        })
+        .collect()
+}
+
+pub fn maps(pid: u32) -> io::Result<Vec<MapEntry>> {
+    Ok(parse_maps(&fs::read_to_string(format!(
+        "/proc/{pid}/maps"
+    ))?))
+}
+
+pub fn vdso_range(pid: u32) -> Option<(u64, u64)> {
+    maps(pid)
+        .ok()?
+        .into_iter()
+        .find(|m| m.path == "[vdso]")
+        .map(|m| (m.start, m.end))
+}
+
+/// An open file descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdEntry {
+    pub fd: i32,
+    pub path: String,
+    pub pos: u64,
+    pub flags: u32,
+}
+
+/// Parses /proc/PID/fdinfo/FD: (pos, flags).
+pub fn parse_fdinfo(text: &str) -> (u64, u32) {
+    let pos = status_value(text, "pos")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let flags = status_value(text, "flags")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .unwrap_or(0);
+    (pos, flags)
+}
+
+pub fn fds(pid: u32) -> Vec<FdEntry> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<FdEntry> = dir
+        .flatten()
+        .filter_map(|e| {
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let path = fs::read_link(e.path()).ok()?.display().to_string();
+            let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            let (pos, flags) = parse_fdinfo(&info);
+            Some(FdEntry {
+                fd,
+                path,
+                pos,
+                flags,
+            })
+        })
+        .collect();
+    out.sort_by_key(|f| f.fd);
+    out
+}
+
 pub fn cwd(pid: u32) -> String {
     fs::read_link(format!("/proc/{pid}/cwd"))
         .map(|p| p.display().to_string())
@@ -286,6 +420,48 @@ pub fn try_wait(pid: u32) -> io::Result<Option<ExitStatus>> {
     }
 }
 
+/// `SIGSEGV` for 11, `signal 40` for what has no name.
+pub fn signal_name(sig: u32) -> String {
+    const NAMES: [&str; 32] = [
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    match NAMES.get(sig as usize) {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => format!("signal {sig}"),
+    }
+}
+
 pub fn kill(pid: u32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions.
     let _ = unsafe { libc::kill(pid as i32, sig) };
@@ -306,8 +482,26 @@ mod tests {
     }
 
     #[test]
+    fn sys_parse_maps_and_fdinfo() {
+        let m = parse_maps(
+            "55d0-55d1 r--p 00000000 fe:01 1234                       /usr/bin/cat\n7ffd-7ffe rw-p 00000000 00:00 0                          [stack]\n7f00-7f01 rw-p 00000000 00:00 0 \n",
+        );
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[0].start, m[0].end, m[0].inode), (0x55d0, 0x55d1, 1234));
+        assert_eq!(m[0].path, "/usr/bin/cat");
+        assert_eq!(m[1].path, "[stack]");
+        assert_eq!(m[2].path, "");
+        assert_eq!(
+            parse_fdinfo("pos:\t42\nflags:\t0100002\nmnt_id:\t1\n"),
+            (42, 0o100002)
+        );
+    }
+
+    #[test]
     fn sys_stat_ppid() {
         assert_eq!(stat_ppid("123 (a b) c) S 45 1 1"), Some(45));
         assert_eq!(stat_ppid("garbage"), None);
     }
 }
+
+pub mod ptrace;

@@ -1,0 +1,1089 @@
+//! The ptrace supervisor: a thread that PTRACE_SEIZEs every thread of the
+//! target (invisible to it while it runs; new threads and processes are
+//! followed by the kernel), keeps it running, and every epoch takes a
+//! coordinated checkpoint:
+//!
+//! 1. PTRACE_INTERRUPT every thread and wait until all are stopped: the cut.
+//! 2. Read every thread's registers, FPU state and signal mask, every
+//!    process's memory map, descriptors and shared memory.
+//! 3. In each process, make one stopped thread run `clone(CLONE_PARENT |
+//!    SIGCHLD)`: the child is a copy-on-write snapshot of the memory at the
+//!    cut. Resume the target.
+//! 4. With the target running again, read the snapshot's private memory,
+//!    store the pages that changed since the previous checkpoint, ask it
+//!    (by injected `rt_sigaction`) for the signal handlers, and kill it.
+//!
+//! The supervisor also patches each process's vDSO so time reads become
+//! recorded syscalls, and reports how the launched command ended (it is the
+//! only waiter in the recorder: ptrace and wait share one queue).
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+    sync::mpsc::{self, Receiver, Sender, TryRecvError},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use nix::sys::wait::WaitStatus;
+use tracelog::{
+    Checkpoint, CheckpointInfo, CheckpointWriter, FdState, Mapping, PageSink, ProcessState,
+    SigAction, ThreadState,
+};
+
+use crate::{
+    probe::SharedFilter,
+    sys::{
+        self,
+        ptrace::{self as pt, Mem, Regs},
+        ExitStatus,
+    },
+    vdso,
+};
+
+const PAGE: u64 = 4096;
+const SIGTRAP: i32 = libc::SIGTRAP;
+const PTRACE_EVENT_STOP: i32 = 128;
+
+/// When checkpoints are taken.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Trace directory (checkpoints go to its `checkpoints/`).
+    pub trace_dir: PathBuf,
+    /// Epoch length; `None`: only the first checkpoint.
+    pub epoch: Option<Duration>,
+    /// The launched command (whose exit status the supervisor reports).
+    pub launch_root: Option<u32>,
+}
+
+/// From the session to the supervisor.
+#[derive(Debug)]
+pub enum Command {
+    /// Attach to these threads (tid, tgid); the reply says whether it worked.
+    Seize {
+        threads: Vec<(u32, u32)>,
+        reply: Sender<Result<(), String>>,
+    },
+    /// Take a checkpoint now (e.g. `--epoch-events` reached).
+    Checkpoint,
+    /// Stop supervising; detach from whatever still runs.
+    Stop,
+}
+
+/// From the supervisor to the session.
+#[derive(Debug)]
+pub enum Report {
+    /// Epoch `epoch` starts at `time_ns` (every thread was stopped then).
+    Cut { epoch: u32, time_ns: u64 },
+    /// A checkpoint was stored.
+    Checkpoint(CheckpointInfo),
+    /// The launched command ended.
+    RootExited(ExitStatus),
+    /// Something went wrong that the user should know about; recording goes on.
+    Warning(String),
+}
+
+/// Handle on the supervisor thread.
+#[derive(Debug)]
+pub struct Supervisor {
+    commands: Sender<Command>,
+    reports: Receiver<Report>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    pub fn start(opts: SupervisorOptions, filter: SharedFilter) -> Supervisor {
+        let (commands, cmd_rx) = mpsc::channel();
+        let (rep_tx, reports) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("uniplay-supervisor".into())
+            .spawn(move || State::new(opts, filter, rep_tx).run(cmd_rx))
+            .expect("spawn the supervisor thread");
+        Supervisor {
+            commands,
+            reports,
+            thread: Some(thread),
+        }
+    }
+
+    /// Attaches to `threads`, waiting for the outcome.
+    pub fn seize(&self, threads: Vec<(u32, u32)>) -> Result<(), String> {
+        let (reply, rx) = mpsc::channel();
+        self.commands
+            .send(Command::Seize { threads, reply })
+            .map_err(|_| "supervisor gone".to_string())?;
+        rx.recv().map_err(|_| "supervisor gone".to_string())?
+    }
+
+    pub fn request_checkpoint(&self) {
+        let _ = self.commands.send(Command::Checkpoint);
+    }
+
+    pub fn try_report(&self) -> Option<Report> {
+        self.reports.try_recv().ok()
+    }
+
+    /// Stops the supervisor (detaching from survivors) and returns the
+    /// reports it had not delivered yet.
+    pub fn stop(mut self) -> Vec<Report> {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.reports.try_iter().collect()
+    }
+}
+
+/// How a tracee is stopped, if it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// PTRACE_INTERRUPT (or a new tracee's first stop): free to inject into.
+    Interrupt,
+    /// A PTRACE_EVENT_* stop inside a syscall (fork, clone, exec).
+    Event,
+    /// Group-stop (SIGSTOP and friends): resume with PTRACE_LISTEN.
+    Group,
+    /// About to receive this signal: resume by delivering it.
+    Signal(i32),
+}
+
+#[derive(Debug)]
+struct Tracee {
+    pid: u32,
+    stop: Option<Stop>,
+}
+
+/// Per-process bookkeeping.
+#[derive(Debug, Default)]
+struct Proc {
+    /// Address of a `syscall` instruction, for injections.
+    syscall_insn: Option<u64>,
+    /// Hash of every page stored so far, to store only changed pages.
+    hashes: HashMap<u64, u128>,
+    /// vDSO already patched for the current image.
+    patched: bool,
+}
+
+struct State {
+    opts: SupervisorOptions,
+    filter: SharedFilter,
+    reports: Sender<Report>,
+    tracees: HashMap<u32, Tracee>,
+    procs: HashMap<u32, Proc>,
+    /// Snapshot children: traced by us, never resumed, killed when read.
+    snapshots: HashSet<u32>,
+    epoch: u32,
+    next_due: Option<Instant>,
+    /// Launch mode: checkpoint 0 is taken at the command's first exec.
+    awaiting_exec: bool,
+    writer: Option<CheckpointWriter>,
+    /// (dev, inode) of files already copied into the trace → content hash.
+    files: HashMap<(String, u64), String>,
+}
+
+impl State {
+    fn new(opts: SupervisorOptions, filter: SharedFilter, reports: Sender<Report>) -> State {
+        let writer = match CheckpointWriter::new(&opts.trace_dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let _ = reports.send(Report::Warning(format!("checkpoints disabled: {e}")));
+                None
+            }
+        };
+        State {
+            awaiting_exec: opts.launch_root.is_some(),
+            opts,
+            filter,
+            reports,
+            tracees: HashMap::new(),
+            procs: HashMap::new(),
+            snapshots: HashSet::new(),
+            epoch: 0,
+            next_due: None,
+            writer,
+            files: HashMap::new(),
+        }
+    }
+
+    fn warn(&self, msg: String) {
+        let _ = self.reports.send(Report::Warning(msg));
+    }
+
+    fn run(mut self, commands: Receiver<Command>) {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Seize { threads, reply }) => {
+                    let r = self.seize_all(&threads);
+                    let ok = r.is_ok();
+                    let _ = reply.send(r);
+                    if ok && !self.awaiting_exec {
+                        // Attach mode: checkpoint 0 at attach time.
+                        self.checkpoint("start");
+                    }
+                }
+                Ok(Command::Checkpoint) => self.checkpoint("events"),
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            let mut busy = false;
+            while let Ok(Some(status)) = pt::wait_any() {
+                busy = true;
+                self.handle(status);
+            }
+            if self.next_due.is_some_and(|t| Instant::now() >= t) && !self.tracees.is_empty() {
+                self.checkpoint("timer");
+            }
+            if !busy {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        self.detach_all();
+    }
+
+    fn seize_all(&mut self, threads: &[(u32, u32)]) -> Result<(), String> {
+        for &(tid, pid) in threads {
+            if let Err(e) = pt::seize(tid) {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    let tracer = sys::tracer_of(tid).unwrap_or(0);
+                    return Err(format!(
+                        "thread {tid} is already being traced by PID {tracer}: stop that debugger or tracer, or record with --no-checkpoints"
+                    ));
+                }
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    continue;
+                }
+                return Err(format!("cannot ptrace thread {tid}: {e}"));
+            }
+            self.tracees.insert(tid, Tracee { pid, stop: None });
+            self.procs.entry(pid).or_default();
+        }
+        Ok(())
+    }
+
+    /// Normal running: keep every tracee going, note births and deaths.
+    fn handle(&mut self, status: WaitStatus) {
+        match status {
+            WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) => {
+                let tid = p.as_raw() as u32;
+                self.gone(tid, status);
+            }
+            WaitStatus::PtraceEvent(p, sig, event) => {
+                let tid = p.as_raw() as u32;
+                if self.snapshots.contains(&tid) {
+                    return;
+                }
+                self.ensure_known(tid);
+                match event {
+                    libc::PTRACE_EVENT_FORK
+                    | libc::PTRACE_EVENT_VFORK
+                    | libc::PTRACE_EVENT_CLONE => {
+                        if let Ok(child) = pt::event_msg(tid) {
+                            self.adopt(child as u32, tid, event == libc::PTRACE_EVENT_CLONE);
+                        }
+                        let _ = pt::cont(tid, None);
+                    }
+                    libc::PTRACE_EVENT_EXEC => self.exec_stop(tid),
+                    PTRACE_EVENT_STOP => {
+                        let s = sig as i32;
+                        if s == SIGTRAP {
+                            let _ = pt::cont(tid, None);
+                        } else {
+                            // Group-stop: stay stopped, as without us.
+                            let _ = pt::listen(tid);
+                        }
+                    }
+                    _ => {
+                        let _ = pt::cont(tid, None);
+                    }
+                }
+            }
+            WaitStatus::Stopped(p, sig) => {
+                let tid = p.as_raw() as u32;
+                if self.snapshots.contains(&tid) {
+                    return;
+                }
+                self.ensure_known(tid);
+                // Signal-delivery-stop: deliver it, as without us.
+                let _ = pt::cont(tid, Some(sig as i32));
+            }
+            WaitStatus::PtraceSyscall(p) => {
+                let _ = pt::cont(p.as_raw() as u32, None);
+            }
+            _ => {}
+        }
+    }
+
+    fn gone(&mut self, tid: u32, status: WaitStatus) {
+        self.snapshots.remove(&tid);
+        if let Some(t) = self.tracees.remove(&tid) {
+            if !self.tracees.values().any(|o| o.pid == t.pid) {
+                self.procs.remove(&t.pid);
+            }
+        }
+        if Some(tid) == self.opts.launch_root {
+            let st = match status {
+                WaitStatus::Exited(_, code) => Some(ExitStatus::Code(code)),
+                WaitStatus::Signaled(_, sig, _) => Some(ExitStatus::Signal(sig as i32)),
+                _ => None,
+            };
+            if let Some(st) = st {
+                let _ = self.reports.send(Report::RootExited(st));
+            }
+        }
+    }
+
+    /// A tracee we did not know reported (a child whose first stop came
+    /// before its parent's fork event).
+    fn ensure_known(&mut self, tid: u32) {
+        if !self.tracees.contains_key(&tid) {
+            let pid = sys::tgid_of(tid).unwrap_or(tid);
+            self.tracees.insert(tid, Tracee { pid, stop: None });
+            self.procs.entry(pid).or_default();
+        }
+    }
+
+    fn adopt(&mut self, child: u32, parent: u32, thread: bool) {
+        if self.snapshots.contains(&child) {
+            return;
+        }
+        let ppid = self.tracees.get(&parent).map(|t| t.pid).unwrap_or(parent);
+        let pid = if thread { ppid } else { child };
+        self.tracees
+            .entry(child)
+            .or_insert(Tracee { pid, stop: None })
+            .pid = pid;
+        if !thread {
+            // A forked child shares the parent's (patched) vDSO and, until
+            // it writes, its pages; it starts with no page history.
+            let insn = self.procs.get(&ppid).and_then(|p| p.syscall_insn);
+            let patched = self.procs.get(&ppid).is_some_and(|p| p.patched);
+            self.procs.insert(
+                pid,
+                Proc {
+                    syscall_insn: insn,
+                    hashes: HashMap::new(),
+                    patched,
+                },
+            );
+        }
+    }
+
+    fn exec_stop(&mut self, tid: u32) {
+        // After an exec the process has one thread, with the leader's tid.
+        let pid = sys::tgid_of(tid).unwrap_or(tid);
+        self.tracees.retain(|t, tr| tr.pid != pid || *t == tid);
+        self.tracees.insert(tid, Tracee { pid, stop: None });
+        self.procs.insert(pid, Proc::default());
+        self.patch_vdso(pid);
+        if self.awaiting_exec && Some(pid) == self.opts.launch_root {
+            // Checkpoint 0 right before the program's first instruction:
+            // let execve return, stop on the way to user mode.
+            self.awaiting_exec = false;
+            let _ = pt::interrupt(tid);
+            let _ = pt::cont(tid, None);
+            if self.wait_stopped(&[tid], Duration::from_secs(2)).is_empty() {
+                self.checkpoint_stopped("exec", Instant::now());
+                self.resume_all();
+            }
+            return;
+        }
+        let _ = pt::cont(tid, None);
+    }
+
+    /// Patches the vDSO time functions of `pid` into real syscalls.
+    fn patch_vdso(&mut self, pid: u32) {
+        let Some((start, end)) = sys::vdso_range(pid) else {
+            return;
+        };
+        let Ok(mem) = Mem::open(pid) else { return };
+        let mut image = vec![0u8; (end - start) as usize];
+        if mem.read(start, &mut image).unwrap_or(0) != image.len() {
+            return;
+        }
+        let proc = self.procs.entry(pid).or_default();
+        proc.syscall_insn = vdso::syscall_insn(&image).map(|o| start + o);
+        let mut ok = true;
+        for (off, nr) in vdso::entry_points(&image) {
+            ok &= mem.write(start + off, &vdso::stub(nr)).is_ok();
+        }
+        proc.patched = ok;
+        if !ok {
+            self.warn(format!(
+                "could not patch the vDSO of process {pid}: its clock reads are not recorded"
+            ));
+        }
+    }
+
+    /// Waits until every tid in `tids` is in a ptrace-stop; handles other
+    /// tracees' events meanwhile. Returns those that did not stop in time.
+    fn wait_stopped(&mut self, tids: &[u32], timeout: Duration) -> Vec<u32> {
+        let mut pending: HashSet<u32> = tids.iter().copied().collect();
+        let deadline = Instant::now() + timeout;
+        while !pending.is_empty() && Instant::now() < deadline {
+            match pt::wait_any() {
+                Ok(Some(st)) => {
+                    for tid in self.note_stop(st) {
+                        pending.remove(&tid);
+                    }
+                }
+                Ok(None) => std::thread::yield_now(),
+                Err(_) => break,
+            }
+            pending.retain(|t| self.tracees.contains_key(t) && self.tracees[t].stop.is_none());
+        }
+        pending.into_iter().collect()
+    }
+
+    /// During a checkpoint: records how a tracee stopped, without resuming
+    /// it. Returns the tids that are now stopped (or gone).
+    fn note_stop(&mut self, status: WaitStatus) -> Vec<u32> {
+        match status {
+            WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) => {
+                let tid = p.as_raw() as u32;
+                self.gone(tid, status);
+                vec![tid]
+            }
+            WaitStatus::PtraceEvent(p, sig, event) => {
+                let tid = p.as_raw() as u32;
+                if self.snapshots.contains(&tid) {
+                    return vec![];
+                }
+                self.ensure_known(tid);
+                let stop = match event {
+                    PTRACE_EVENT_STOP if sig as i32 == SIGTRAP => Stop::Interrupt,
+                    PTRACE_EVENT_STOP => Stop::Group,
+                    libc::PTRACE_EVENT_FORK
+                    | libc::PTRACE_EVENT_VFORK
+                    | libc::PTRACE_EVENT_CLONE => {
+                        let mut out = vec![tid];
+                        if let Ok(child) = pt::event_msg(tid) {
+                            // The new tracee will report its own first stop.
+                            self.adopt(child as u32, tid, event == libc::PTRACE_EVENT_CLONE);
+                            out.clear();
+                            out.push(tid);
+                        }
+                        self.tracees.get_mut(&tid).expect("known").stop = Some(Stop::Event);
+                        return out;
+                    }
+                    _ => Stop::Event,
+                };
+                self.tracees.get_mut(&tid).expect("known").stop = Some(stop);
+                vec![tid]
+            }
+            WaitStatus::Stopped(p, sig) => {
+                let tid = p.as_raw() as u32;
+                if self.snapshots.contains(&tid) {
+                    return vec![];
+                }
+                self.ensure_known(tid);
+                self.tracees.get_mut(&tid).expect("known").stop = Some(Stop::Signal(sig as i32));
+                vec![tid]
+            }
+            WaitStatus::PtraceSyscall(p) => {
+                let tid = p.as_raw() as u32;
+                if let Some(t) = self.tracees.get_mut(&tid) {
+                    t.stop = Some(Stop::Event);
+                }
+                vec![tid]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn resume_all(&mut self) {
+        for (&tid, t) in self.tracees.iter_mut() {
+            let _ = match t.stop.take() {
+                Some(Stop::Group) => pt::listen(tid),
+                Some(Stop::Signal(sig)) => pt::cont(tid, Some(sig)),
+                Some(_) => pt::cont(tid, None),
+                None => Ok(()),
+            };
+        }
+    }
+
+    fn detach_all(&mut self) {
+        for (&tid, t) in self.tracees.iter() {
+            if t.stop.is_none() {
+                let _ = pt::interrupt(tid);
+            }
+        }
+        let all: Vec<u32> = self.tracees.keys().copied().collect();
+        self.wait_stopped(&all, Duration::from_millis(500));
+        for (&tid, t) in self.tracees.iter() {
+            let sig = match t.stop {
+                Some(Stop::Signal(s)) => Some(s),
+                _ => None,
+            };
+            let _ = pt::detach(tid, sig);
+        }
+        for &s in &self.snapshots {
+            sys::kill(s, libc::SIGKILL);
+        }
+    }
+
+    /// A coordinated checkpoint of the whole tree.
+    fn checkpoint(&mut self, reason: &str) {
+        let t0 = Instant::now();
+        let all: Vec<u32> = self.tracees.keys().copied().collect();
+        for &tid in &all {
+            if self.tracees[&tid].stop.is_none() {
+                let _ = pt::interrupt(tid);
+            }
+        }
+        let late = self.wait_stopped(&all, Duration::from_secs(1));
+        // Threads born during the stop report a first stop of their own.
+        let mut newborn: Vec<u32> = self
+            .tracees
+            .iter()
+            .filter(|(_, t)| t.stop.is_none())
+            .map(|(&t, _)| t)
+            .collect();
+        newborn.retain(|t| !late.contains(t));
+        let late2 = self.wait_stopped(&newborn, Duration::from_millis(200));
+        if !late.is_empty() || !late2.is_empty() {
+            self.warn(format!(
+                "checkpoint skipped: threads {late:?}{late2:?} did not stop"
+            ));
+            self.resume_all();
+            self.schedule_next();
+            return;
+        }
+        self.checkpoint_stopped(reason, t0);
+        self.resume_all();
+    }
+
+    /// Epochs start every `epoch` from the previous due time, not from when
+    /// the previous checkpoint finished; a late one does not pile up.
+    fn schedule_next(&mut self) {
+        let now = Instant::now();
+        self.next_due = self.opts.epoch.map(|d| match self.next_due {
+            Some(prev) if prev + d > now => prev + d,
+            _ => now + d,
+        });
+    }
+
+    /// Every tracee is stopped: cut, save, snapshot. The caller resumes.
+    fn checkpoint_stopped(&mut self, reason: &str, t0: Instant) {
+        let cut_ns = sys::monotonic_ns();
+        let epoch = self.epoch;
+        self.epoch += 1;
+        let _ = self.reports.send(Report::Cut {
+            epoch,
+            time_ns: cut_ns,
+        });
+        let Some(writer) = self.writer.clone() else {
+            self.schedule_next();
+            return;
+        };
+        let mut processes = Vec::new();
+        let mut snapshots = Vec::new();
+        let mut sink = match writer.begin(epoch) {
+            Ok(s) => s,
+            Err(e) => {
+                self.warn(format!("checkpoint {epoch} not stored: {e}"));
+                self.schedule_next();
+                return;
+            }
+        };
+        let pids: Vec<u32> = {
+            let mut p: Vec<u32> = self.tracees.values().map(|t| t.pid).collect();
+            p.sort();
+            p.dedup();
+            p
+        };
+        for pid in pids {
+            match self.capture_process(pid, &mut sink) {
+                Ok((state, snap)) => {
+                    processes.push(state);
+                    snapshots.push(snap);
+                }
+                Err(e) => self.warn(format!("checkpoint {epoch}: process {pid}: {e}")),
+            }
+        }
+        let stop_ns = t0.elapsed().as_nanos() as u64;
+        // The target may run again while we read the snapshots.
+        self.resume_all();
+        for (state, snap) in processes.iter_mut().zip(snapshots) {
+            self.store_snapshot(state, snap, &mut sink);
+        }
+        let cp = Checkpoint {
+            epoch,
+            time_ns: cut_ns,
+            first_seq: 0,
+            stop_ns,
+            reason: reason.to_string(),
+            processes,
+        };
+        match sink.finish(&cp) {
+            Ok(info) => {
+                let _ = self.reports.send(Report::Checkpoint(info));
+            }
+            Err(e) => self.warn(format!("checkpoint {epoch} not stored: {e}")),
+        }
+        self.schedule_next();
+    }
+
+    /// While stopped: thread states, map, fds, shared memory, and a
+    /// copy-on-write snapshot child for the private memory.
+    fn capture_process(
+        &mut self,
+        pid: u32,
+        sink: &mut PageSink,
+    ) -> Result<(ProcessState, Snapshot), String> {
+        let mut threads = Vec::new();
+        let mut tids: Vec<u32> = self
+            .tracees
+            .iter()
+            .filter(|(_, t)| t.pid == pid)
+            .map(|(&t, _)| t)
+            .collect();
+        tids.sort();
+        for &tid in &tids {
+            let regs = pt::getregs(tid).map_err(|e| format!("registers of {tid}: {e}"))?;
+            let words = regs_words(&regs);
+            let syscall = (regs.orig_rax as i64 >= 0).then_some(regs.orig_rax as i64);
+            threads.push(ThreadState {
+                tid,
+                regs: words,
+                fpregs: pt::xstate(tid).unwrap_or_default(),
+                sigmask: pt::sigmask(tid).unwrap_or(0),
+                syscall,
+            });
+        }
+        let maps = sys::maps(pid).map_err(|e| format!("memory map: {e}"))?;
+        let mut mappings = Vec::new();
+        for m in &maps {
+            // Files are copied after the target resumes (store_snapshot).
+            let file = None;
+            mappings.push(Mapping {
+                start: m.start,
+                end: m.end,
+                perms: m.perms.clone(),
+                offset: m.offset,
+                dev: m.dev.clone(),
+                inode: m.inode,
+                path: m.path.clone(),
+                file,
+                stored: stored(m),
+            });
+        }
+        let proc = self.procs.entry(pid).or_default();
+        // No page history (first checkpoint, or after an exec): store all.
+        let full = proc.hashes.is_empty();
+        // Shared writable memory is not copied by fork: read it now.
+        let mem = Mem::open(pid).map_err(|e| format!("memory: {e}"))?;
+        let mut pages = 0;
+        for m in maps.iter().filter(|m| stored(m) && m.perms.ends_with('s')) {
+            pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
+        }
+        let injector = tids
+            .iter()
+            .copied()
+            .find(|t| self.tracees[t].stop == Some(Stop::Interrupt));
+        let snap = match injector.map(|t| self.inject_snapshot(pid, t)) {
+            Some(Ok(child)) => Snapshot::Child(child),
+            Some(Err(e)) => {
+                self.warn(format!("process {pid}: no copy-on-write snapshot ({e}); its memory was read while stopped"));
+                Snapshot::Direct
+            }
+            None => Snapshot::Direct,
+        };
+        if let Snapshot::Direct = snap {
+            let proc = self.procs.entry(pid).or_default();
+            for m in maps.iter().filter(|m| stored(m) && !m.perms.ends_with('s')) {
+                pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
+            }
+        }
+        let state = ProcessState {
+            pid,
+            ppid: sys::ppid_of(pid).unwrap_or(0),
+            exe: sys::exe(pid),
+            cwd: sys::cwd(pid),
+            maps: mappings,
+            threads,
+            fds: sys::fds(pid)
+                .into_iter()
+                .map(|f| FdState {
+                    fd: f.fd,
+                    path: f.path,
+                    pos: f.pos,
+                    flags: f.flags,
+                })
+                .collect(),
+            sigactions: Vec::new(),
+            pages_stored: pages,
+            full,
+        };
+        Ok((state, snap))
+    }
+
+    /// Copies a mapped file into the trace once per (device, inode).
+    fn copy_file(&mut self, dev: &str, inode: u64, path: &str) -> Option<String> {
+        let key = (dev.to_string(), inode);
+        if let Some(h) = self.files.get(&key) {
+            return Some(h.clone());
+        }
+        let h = self
+            .writer
+            .as_ref()?
+            .add_file(std::path::Path::new(path))
+            .ok()?;
+        self.files.insert(key, h.clone());
+        Some(h)
+    }
+
+    /// Makes `tid` (in an interrupt-stop) run clone(CLONE_PARENT | SIGCHLD);
+    /// returns the child, stopped, with registers that make it exit should
+    /// it ever be resumed (e.g. if the recorder dies).
+    fn inject_snapshot(&mut self, pid: u32, tid: u32) -> Result<u32, String> {
+        const CLONE_PARENT: u64 = 0x8000;
+        let insn = self
+            .procs
+            .get(&pid)
+            .and_then(|p| p.syscall_insn)
+            .ok_or("no syscall instruction found")?;
+        let saved = pt::getregs(tid).map_err(|e| e.to_string())?;
+        let mut r = saved;
+        r.rip = insn;
+        r.rax = 56; // clone
+        r.orig_rax = u64::MAX;
+        r.rdi = CLONE_PARENT | libc::SIGCHLD as u64;
+        r.rsi = 0;
+        r.rdx = 0;
+        r.r10 = 0;
+        r.r8 = 0;
+        self.pause(tid, true);
+        let result = self.run_injected(tid, r, true);
+        let restore = pt::setregs(tid, restart_fixup(saved));
+        self.pause(tid, false);
+        let child = result?;
+        restore.map_err(|e| e.to_string())?;
+        self.snapshots.insert(child);
+        // The child's first stop: then disarm it.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(child as i32),
+                Some(nix::sys::wait::WaitPidFlag::__WALL | nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => std::thread::yield_now(),
+                Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::Stopped(..)) => break,
+                other => return Err(format!("snapshot child did not stop: {other:?}")),
+            }
+        }
+        let mut c = pt::getregs(child).map_err(|e| e.to_string())?;
+        c.rip = insn;
+        c.rax = 60; // exit(0) if ever resumed
+        c.orig_rax = u64::MAX;
+        c.rdi = 0;
+        pt::setregs(child, c).map_err(|e| e.to_string())?;
+        Ok(child)
+    }
+
+    /// Runs one injected syscall in a stopped thread, returning its result.
+    /// With `fork`, waits for the fork event and returns the child instead.
+    fn run_injected(&mut self, tid: u32, regs: Regs, fork: bool) -> Result<u32, String> {
+        pt::setregs(tid, regs).map_err(|e| e.to_string())?;
+        let mut child = None;
+        pt::to_syscall(tid).map_err(|e| e.to_string())?;
+        let mut entered = false;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if Instant::now() > deadline {
+                return Err("injected syscall did not finish".into());
+            }
+            let st = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(tid as i32),
+                Some(nix::sys::wait::WaitPidFlag::__WALL | nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            match st {
+                Ok(WaitStatus::StillAlive) => std::thread::yield_now(),
+                Ok(WaitStatus::PtraceSyscall(_)) if !entered => {
+                    entered = true;
+                    pt::to_syscall(tid).map_err(|e| e.to_string())?;
+                }
+                Ok(WaitStatus::PtraceSyscall(_)) => {
+                    let r = pt::getregs(tid).map_err(|e| e.to_string())?;
+                    if (r.rax as i64) < 0 {
+                        return Err(format!("injected syscall failed: {}", r.rax as i64));
+                    }
+                    return match (fork, child) {
+                        (true, Some(c)) => Ok(c),
+                        (true, None) => Ok(r.rax as u32),
+                        (false, _) => Ok(r.rax as u32),
+                    };
+                }
+                Ok(WaitStatus::PtraceEvent(_, _, ev))
+                    if ev == libc::PTRACE_EVENT_FORK
+                        || ev == libc::PTRACE_EVENT_CLONE
+                        || ev == libc::PTRACE_EVENT_VFORK =>
+                {
+                    child = pt::event_msg(tid).ok().map(|c| c as u32);
+                    if let Some(c) = child {
+                        self.snapshots.insert(c);
+                    }
+                    pt::to_syscall(tid).map_err(|e| e.to_string())?;
+                }
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    // A signal arrived meanwhile: keep it for the real resume.
+                    if let Some(t) = self.tracees.get_mut(&tid) {
+                        t.stop = Some(Stop::Signal(sig as i32));
+                    }
+                    pt::to_syscall(tid).map_err(|e| e.to_string())?;
+                }
+                Ok(WaitStatus::PtraceEvent(..)) => {
+                    pt::to_syscall(tid).map_err(|e| e.to_string())?
+                }
+                Ok(other) => {
+                    return Err(format!(
+                        "thread {tid} went away during a checkpoint: {other:?}"
+                    ))
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    fn pause(&self, tid: u32, paused: bool) {
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pause(tid, paused);
+    }
+
+    /// With the target running: reads the snapshot child's private memory,
+    /// asks it for the signal handlers, and kills it.
+    fn store_snapshot(&mut self, state: &mut ProcessState, snap: Snapshot, sink: &mut PageSink) {
+        for m in state.maps.iter_mut() {
+            if m.path.starts_with('/') && m.inode != 0 {
+                m.file = self.copy_file(&m.dev, m.inode, &m.path);
+            }
+        }
+        let Snapshot::Child(child) = snap else { return };
+        let pid = state.pid;
+        if let Ok(mem) = Mem::open(child) {
+            let proc = self.procs.entry(pid).or_default();
+            let mut pages = 0;
+            for m in state
+                .maps
+                .iter()
+                .filter(|m| m.stored && !m.perms.ends_with('s'))
+            {
+                pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
+            }
+            state.pages_stored += pages;
+        }
+        state.sigactions = self.sigactions(pid, child);
+        sys::kill(child, libc::SIGKILL);
+        // Reap it (we are its tracer, and in launch mode its parent).
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            match nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(child as i32),
+                Some(nix::sys::wait::WaitPidFlag::__WALL | nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => break,
+                _ => std::thread::yield_now(),
+            }
+        }
+        self.snapshots.remove(&child);
+    }
+
+    /// The handlers of the signals `pid` catches, read by running
+    /// `rt_sigaction(sig, NULL, &old)` in the snapshot child.
+    fn sigactions(&mut self, pid: u32, child: u32) -> Vec<SigAction> {
+        let (caught, ignored) = sys::signal_sets(pid);
+        let mut out = Vec::new();
+        for sig in 1..=64u32 {
+            if ignored & (1 << (sig - 1)) != 0 {
+                out.push(SigAction {
+                    sig,
+                    handler: 1,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                });
+            }
+        }
+        let Some(insn) = self.procs.get(&pid).and_then(|p| p.syscall_insn) else {
+            return out;
+        };
+        let Ok(base) = pt::getregs(child) else {
+            return out;
+        };
+        let Ok(mem) = Mem::open(child) else {
+            return out;
+        };
+        let buf = (base.rsp.wrapping_sub(8192)) & !15;
+        for sig in 1..=64u32 {
+            if caught & (1 << (sig - 1)) == 0 {
+                continue;
+            }
+            let mut r = base;
+            r.rip = insn;
+            r.rax = 13; // rt_sigaction
+            r.orig_rax = u64::MAX;
+            r.rdi = sig as u64;
+            r.rsi = 0;
+            r.rdx = buf;
+            r.r10 = 8;
+            if self.run_injected(child, r, false).is_err() {
+                break;
+            }
+            let mut raw = [0u8; 32];
+            if mem.read(buf, &mut raw).unwrap_or(0) == 32 {
+                let w = |i: usize| {
+                    u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+                };
+                out.push(SigAction {
+                    sig,
+                    handler: w(0),
+                    flags: w(1),
+                    restorer: w(2),
+                    mask: w(3),
+                });
+            }
+        }
+        out.sort_by_key(|a| a.sig);
+        out
+    }
+}
+
+/// Where a process's private memory is read from.
+#[derive(Debug, Clone, Copy)]
+enum Snapshot {
+    /// A copy-on-write child, frozen at the cut.
+    Child(u32),
+    /// No child could be made: it was read while the target was stopped.
+    Direct,
+}
+
+/// Whether a mapping's contents belong in a checkpoint: private or writable
+/// memory, except what the kernel provides anew ([vvar], [vsyscall]) and
+/// inaccessible guard regions.
+fn stored(m: &sys::MapEntry) -> bool {
+    let special = matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vsyscall]");
+    let private_or_writable = m.perms.ends_with('p') || m.perms.as_bytes().get(1) == Some(&b'w');
+    !special && m.perms != "---p" && private_or_writable
+}
+
+/// Reads `[start, end)` and stores each page whose content changed since it
+/// was last stored (a page never stored and all zero is not stored: absent
+/// pages of stored mappings read as zero). Returns pages stored.
+fn store_range(
+    mem: &Mem,
+    pid: u32,
+    start: u64,
+    end: u64,
+    hashes: &mut HashMap<u64, u128>,
+    sink: &mut PageSink,
+) -> u64 {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut stored = 0;
+    let mut addr = start;
+    while addr < end {
+        let len = (end - addr).min(CHUNK) as usize;
+        let n = mem.read(addr, &mut buf[..len]).unwrap_or(0);
+        if n == 0 {
+            addr += PAGE;
+            continue;
+        }
+        for (i, page) in buf[..n].chunks_exact(PAGE as usize).enumerate() {
+            let a = addr + i as u64 * PAGE;
+            let h = xxhash_rust::xxh3::xxh3_128(page);
+            let prev = hashes.get(&a).copied();
+            if prev == Some(h) || (prev.is_none() && page.iter().all(|&b| b == 0)) {
+                continue;
+            }
+            if sink.page(pid, a, page).is_ok() {
+                hashes.insert(a, h);
+                stored += 1;
+            }
+        }
+        addr += n as u64;
+    }
+    stored
+}
+
+/// user_regs_struct as the 27 words of the kernel's order.
+fn regs_words(r: &Regs) -> Vec<u64> {
+    vec![
+        r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
+        r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
+        r.es, r.fs, r.gs,
+    ]
+}
+
+/// Registers to restore after an injection into a thread that was inside a
+/// syscall: make the interrupted syscall restart, as the kernel would have.
+pub fn restart_fixup(mut r: Regs) -> Regs {
+    const ERESTARTSYS: i64 = -512;
+    const ERESTARTNOINTR: i64 = -513;
+    const ERESTARTNOHAND: i64 = -514;
+    const ERESTART_RESTARTBLOCK: i64 = -516;
+    const RESTART_SYSCALL: u64 = 219;
+    let rax = r.rax as i64;
+    if (r.orig_rax as i64) >= 0 {
+        match rax {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                r.rax = r.orig_rax;
+                r.rip -= 2;
+            }
+            ERESTART_RESTARTBLOCK => {
+                r.rax = RESTART_SYSCALL;
+                r.rip -= 2;
+            }
+            _ => {}
+        }
+    }
+    r
+}
+
+/// Checkpoint pages by process, for tests.
+pub type Pages = BTreeMap<u64, Vec<u8>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs() -> Regs {
+        // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    }
+
+    #[test]
+    fn supervisor_restart_fixup() {
+        let mut r = regs();
+        r.orig_rax = 0;
+        r.rax = (-512i64) as u64;
+        r.rip = 0x1002;
+        let f = restart_fixup(r);
+        assert_eq!((f.rax, f.rip), (0, 0x1000));
+        r.rax = (-516i64) as u64;
+        let f = restart_fixup(r);
+        assert_eq!((f.rax, f.rip), (219, 0x1000));
+        r.orig_rax = u64::MAX;
+        let f = restart_fixup(r);
+        assert_eq!(f.rip, 0x1002, "not in a syscall: unchanged");
+    }
+
+    #[test]
+    fn supervisor_stored_mappings() {
+        let m = |perms: &str, path: &str| sys::MapEntry {
+            start: 0,
+            end: 4096,
+            perms: perms.into(),
+            offset: 0,
+            dev: "00:00".into(),
+            inode: 0,
+            path: path.into(),
+        };
+        assert!(stored(&m("rw-p", "[heap]")));
+        assert!(stored(&m("r-xp", "/usr/lib/libc.so.6")));
+        assert!(stored(&m("rw-s", "")));
+        assert!(!stored(&m("r--s", "/dev/shm/x")));
+        assert!(!stored(&m("r--p", "[vvar]")));
+        assert!(!stored(&m("---p", "")));
+    }
+}
