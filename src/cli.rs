@@ -155,6 +155,12 @@ pub struct InspectArgs {
     #[arg(long)]
     pub no_switches: bool,
 
+    /// Show checkpoint EPOCH in detail: processes, threads (registers,
+    /// syscall, signal mask), memory map, fds, signal handlers, pages
+    /// stored (with --json, as one JSON object).
+    #[arg(long, value_name = "EPOCH", conflicts_with_all = ["events", "summary", "perfetto"])]
+    pub checkpoint: Option<u32>,
+
     /// Rows in the summary's syscall table.
     #[arg(long, value_name = "N", default_value_t = 15)]
     pub top: usize,

@@ -5,11 +5,14 @@
 //!   `--summary --json` prints the same as one JSON object;
 //! - `--events`: one strace-like line per event; `--json`: one JSON object per
 //!   event;
+//! - `--checkpoint EPOCH`: one checkpoint in detail (processes, threads,
+//!   memory map, fds, signal handlers); with `--json` as one JSON object;
 //! - `--perfetto FILE`: a Chrome trace-event file for ui.perfetto.dev.
 //!
 //! Listings print every intact event of a damaged trace and then report the
 //! damage (exit 5); the summary reports it and exits 0.
 
+mod checkpoints;
 mod format;
 mod json;
 mod perfetto;
@@ -53,6 +56,17 @@ enum Error {
         what: String,
         source: io::Error,
     },
+    /// `--checkpoint EPOCH` names no checkpoint of the trace.
+    NoCheckpoint {
+        epoch: u32,
+        available: Vec<u32>,
+        first_epoch: u32,
+    },
+    /// The checkpoint exists but cannot be read.
+    Checkpoint {
+        epoch: u32,
+        source: tracelog::Error,
+    },
 }
 
 impl Error {
@@ -63,7 +77,14 @@ impl Error {
                 source: tracelog::Error::Io { .. },
                 ..
             } => exit::FAILURE,
-            Error::Open { .. } | Error::Damaged { .. } => exit::BAD_INPUT,
+            Error::Checkpoint {
+                source: tracelog::Error::Io { .. },
+                ..
+            } => exit::FAILURE,
+            Error::Open { .. }
+            | Error::Damaged { .. }
+            | Error::NoCheckpoint { .. }
+            | Error::Checkpoint { .. } => exit::BAD_INPUT,
             Error::Write { .. } => exit::FAILURE,
         }
     }
@@ -76,6 +97,30 @@ impl std::fmt::Display for Error {
             Error::Open { path, .. } => write!(f, "cannot read trace {}", path.display()),
             Error::Damaged { .. } => f.write_str("only the events before the damage were listed"),
             Error::Write { what, .. } => write!(f, "cannot write {what}"),
+            Error::NoCheckpoint {
+                epoch,
+                available,
+                first_epoch,
+            } => {
+                write!(f, "no checkpoint for epoch {epoch}; ")?;
+                if available.is_empty() {
+                    f.write_str("the trace has no checkpoints")?;
+                } else {
+                    write!(
+                        f,
+                        "checkpoints exist for epochs {}",
+                        checkpoints::ranges_text(available)
+                    )?;
+                }
+                if epoch < first_epoch {
+                    write!(
+                        f,
+                        " (epochs before {first_epoch} were deleted by the flight recorder)"
+                    )?;
+                }
+                Ok(())
+            }
+            Error::Checkpoint { epoch, .. } => write!(f, "cannot read checkpoint {epoch}"),
         }
     }
 }
@@ -83,8 +128,10 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Usage(_) => None,
-            Error::Open { source, .. } | Error::Damaged { source } => Some(source),
+            Error::Usage(_) | Error::NoCheckpoint { .. } => None,
+            Error::Open { source, .. }
+            | Error::Damaged { source }
+            | Error::Checkpoint { source, .. } => Some(source),
             Error::Write { source, .. } => Some(source),
         }
     }
@@ -103,7 +150,15 @@ fn inspect(args: InspectArgs) -> Result<(), Error> {
         || args.from.is_some()
         || args.to.is_some()
         || args.no_switches;
-    let listing = args.events || (args.json && !args.summary) || args.perfetto.is_some();
+    let listing = args.checkpoint.is_none()
+        && (args.events || (args.json && !args.summary) || args.perfetto.is_some());
+    if filtering && args.checkpoint.is_some() {
+        return Err(Error::Usage(
+            "--tid, --syscall, --from, --to and --no-switches select events; \
+             --checkpoint shows a whole checkpoint"
+                .into(),
+        ));
+    }
     if filtering && !listing {
         return Err(Error::Usage(
             "--tid, --syscall, --from, --to and --no-switches select events for --events, \
@@ -138,6 +193,9 @@ fn inspect(args: InspectArgs) -> Result<(), Error> {
         window: window(base, args.from, args.to),
     };
 
+    if let Some(epoch) = args.checkpoint {
+        return show_checkpoint(&trace, epoch, args.json, base);
+    }
     if let Some(path) = &args.perfetto {
         return perfetto::write(&trace, &sel, path);
     }
@@ -183,6 +241,32 @@ fn inspect(args: InspectArgs) -> Result<(), Error> {
         Some(source) => Err(Error::Damaged { source }),
         None => Ok(()),
     }
+}
+
+/// `--checkpoint EPOCH`.
+fn show_checkpoint(trace: &Trace, epoch: u32, json: bool, base: u64) -> Result<(), Error> {
+    let first_epoch = trace.meta().first_epoch;
+    let unknown = || Error::NoCheckpoint {
+        epoch,
+        available: trace.checkpoints().iter().map(|c| c.epoch).collect(),
+        first_epoch,
+    };
+    if epoch < first_epoch {
+        return Err(unknown());
+    }
+    let cp = match trace.checkpoint(epoch) {
+        Ok(cp) => cp,
+        Err(tracelog::Error::NoCheckpoint { .. }) => return Err(unknown()),
+        Err(source) => return Err(Error::Checkpoint { epoch, source }),
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    if json {
+        checkpoints::write_detail_json(&mut out, trace, &cp)
+    } else {
+        checkpoints::write_detail_text(&mut out, trace, &cp, base)
+    }
+    .and_then(|()| out.flush())
+    .map_err(stdout_error)
 }
 
 /// Resolves `--syscall` names (or numbers).

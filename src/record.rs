@@ -78,9 +78,10 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
         writer: tracelog::WriterOptions {
             force: args.force,
             segment_epochs: args.keep_epochs.is_some(),
+            keep_epochs: args.keep_epochs,
             ..Default::default()
         },
-        checkpoints: (!args.no_checkpoints).then(|| CheckpointOptions {
+        checkpoints: (!args.no_checkpoints).then_some(CheckpointOptions {
             epoch: args.epoch,
             epoch_events: args.epoch_events,
             keep_epochs: args.keep_epochs,

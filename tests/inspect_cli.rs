@@ -282,3 +282,99 @@ fn inspect_summary_rejects_filters() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--events"));
 }
+
+#[test]
+fn inspect_checkpoint_detail() {
+    let (_dir, t) = fixture_trace(16384);
+    let o = inspect(&t, &["--checkpoint", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("checkpoint  epoch 1 (timer)"), "{text}");
+    assert!(text.contains("events      18..24 (7 events)"), "{text}");
+    assert!(text.contains("stopped     0.750 ms"), "{text}");
+    assert!(
+        text.contains("rip 0x555555554a2f rsp 0x7ffd00003f00 fs_base 0x7f0000000740  in wait4  sigmask 0x10000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("7ffd00000000-7ffd00004000 rw-p 00000000 00:00 0 [stack]  [stored]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/usr/bin/demo  [file 3f2a1b9c0d4e]"),
+        "{text}"
+    );
+    assert!(text.contains("SIGPIPE   handler SIG_IGN"), "{text}");
+
+    let o = inspect(&t, &["--checkpoint", "0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["epoch"], 0);
+    assert_eq!(v["reason"], "start");
+    assert_eq!(v["first_seq"], 0);
+    assert_eq!(v["last_seq"], 17);
+    assert_eq!(v["stop_ns"], 1_250_000);
+    assert_eq!(v["pages"], 2);
+    let p = &v["processes"][0];
+    assert_eq!(p["pid"], fixture::ROOT);
+    assert_eq!(p["pages_stored"], 2);
+    assert_eq!(p["full"], true);
+    assert_eq!(p["threads"][0]["rip"], 0x5555_5555_4000u64);
+    assert_eq!(p["threads"][0]["syscall"], Value::Null);
+    assert_eq!(p["maps"].as_array().unwrap().len(), 3);
+    assert_eq!(p["maps"][0]["file"], fixture::DEMO_HASH);
+    assert_eq!(p["fds"][2]["path"], "/etc/demo.conf");
+    assert_eq!(p["sigactions"][0]["name"], "SIGINT");
+
+    // The summary lists both checkpoints.
+    let o = inspect(&t, &["--summary", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cps = v["checkpoints"].as_array().unwrap();
+    assert_eq!(cps.len(), 2);
+    assert_eq!(cps[1]["first_seq"], 18);
+    assert_eq!(cps[1]["last_seq"], 24);
+    assert_eq!(v["first_epoch"], 0);
+}
+
+#[test]
+fn inspect_unknown_checkpoint_is_one_line_exit_5() {
+    let (_dir, t) = fixture_trace(16384);
+    for args in [
+        &["--checkpoint", "7"][..],
+        &["--checkpoint", "7", "--json"][..],
+    ] {
+        let o = inspect(&t, args);
+        assert_eq!(o.status.code(), Some(5), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("no checkpoint for epoch 7; checkpoints exist for epochs 0..1"),
+            "{err}"
+        );
+        assert!(stdout(&o).is_empty());
+    }
+    // Filters make no sense for a checkpoint.
+    let o = inspect(&t, &["--checkpoint", "0", "--tid", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn inspect_reports_damaged_checkpoints() {
+    let (_dir, t) = fixture_trace(16384);
+    // An incomplete checkpoint: the recorder died while writing it.
+    std::fs::remove_file(t.join("checkpoints/000001/state.json")).unwrap();
+    let o = inspect(&t, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("1 checkpoint: 2 pages"), "{text}");
+    assert!(
+        text.contains("checkpoint damage: ") && text.contains("incomplete checkpoint"),
+        "{text}"
+    );
+    let o = inspect(&t, &["--summary", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["checkpoints"].as_array().unwrap().len(), 1);
+    assert_eq!(v["checkpoint_damage"].as_array().unwrap().len(), 1);
+    let o = inspect(&t, &["--checkpoint", "1"]);
+    assert_eq!(o.status.code(), Some(5));
+}

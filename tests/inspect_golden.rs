@@ -1,6 +1,7 @@
 //! Golden tests for `uniplay inspect`: a fixed trace (tests/support/
-//! inspect_fixture.rs) is rendered with `--events`, `--json`, `--summary
-//! --json` and the default summary, and compared with tests/golden/inspect_*.
+//! inspect_fixture.rs, with two checkpoints) is rendered with `--events`,
+//! `--json`, `--checkpoint`, `--summary --json` and the default summary, and
+//! compared with tests/golden/inspect_*.
 //!
 //! To accept a deliberate change of the output, re-bless the golden files:
 //!
@@ -109,4 +110,22 @@ fn inspect_golden_summary_json() {
 fn inspect_golden_summary_text() {
     let dir = fixture_trace();
     golden("inspect_summary.txt", &inspect(&dir.path().join("t"), &[]));
+}
+
+#[test]
+fn inspect_golden_checkpoint_text() {
+    let dir = fixture_trace();
+    golden(
+        "inspect_checkpoint.txt",
+        &inspect(&dir.path().join("t"), &["--checkpoint", "1"]),
+    );
+}
+
+#[test]
+fn inspect_golden_checkpoint_json() {
+    let dir = fixture_trace();
+    let text = inspect(&dir.path().join("t"), &["--checkpoint", "0", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("checkpoint is JSON");
+    assert_eq!(v["epoch"], 0);
+    golden("inspect_checkpoint.json", &text);
 }

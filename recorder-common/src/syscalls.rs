@@ -136,6 +136,16 @@ const fn path(arg: u8) -> OutSpec {
         size: 0,
     }
 }
+/// The `args[len_arg]` bytes of a struct the kernel read from `args[arg]`.
+const fn input_struct(arg: u8, len_arg: u8) -> OutSpec {
+    OutSpec {
+        arg,
+        rule: LEN_ARG,
+        param: len_arg,
+        when: WHEN_ALWAYS | WHEN_INPUT,
+        size: 1,
+    }
+}
 /// The `ret` bytes the kernel read from the buffer at `args[arg]` (writes).
 const fn written(arg: u8) -> OutSpec {
     OutSpec {
@@ -405,7 +415,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (328, emu(6, &[])),                                     // pwritev2
     (332, emu(5, &[fixed(4, STATX), path(1)])),             // statx
     (334, exe(4)),                                          // rseq
-    (435, exe(2)),                                          // clone3
+    (435, row(2, ACTION_EXECUTE, &[input_struct(0, 1)])),   // clone3: struct clone_args
     (436, emu(3, &[])),                                     // close_range
     (437, emu(4, &[path(1)])),                              // openat2
     (439, emu(4, &[path(1)])),                              // faccessat2

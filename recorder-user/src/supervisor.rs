@@ -335,9 +335,9 @@ impl State {
     /// A tracee we did not know reported (a child whose first stop came
     /// before its parent's fork event).
     fn ensure_known(&mut self, tid: u32) {
-        if !self.tracees.contains_key(&tid) {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.tracees.entry(tid) {
             let pid = sys::tgid_of(tid).unwrap_or(tid);
-            self.tracees.insert(tid, Tracee { pid, stop: None });
+            v.insert(Tracee { pid, stop: None });
             self.procs.entry(pid).or_default();
         }
     }

@@ -10,6 +10,7 @@ use tracelog::{
     SYSCALL_INCOMPLETE_COPY,
 };
 
+use super::checkpoints::{self, EpochRange, Row};
 use super::format::{errno_of, secs, signal_name, syscall_duration, syscall_name};
 
 /// Syscalls whose positive result is bytes read / written.
@@ -59,6 +60,9 @@ pub struct Stats {
     pub pids: BTreeSet<u32>,
     pub tids: BTreeSet<u32>,
     pub epochs: BTreeSet<u32>,
+    /// Seqs of each epoch's events (by the events' epoch field; an
+    /// `EpochMark` belongs to the epoch it starts).
+    pub epoch_seqs: BTreeMap<u32, EpochRange>,
     pub syscalls: BTreeMap<u32, SyscallStat>,
     pub bytes_read: u64,
     pub bytes_written: u64,
@@ -79,7 +83,7 @@ pub struct Stats {
 }
 
 /// One line: the error and its causes joined with ": ".
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut s = err.to_string();
     let mut cur = err.source();
     while let Some(e) = cur {
@@ -131,6 +135,11 @@ impl Stats {
         self.min_ns = self.min_ns.min(ev.time_ns);
         self.max_ns = self.max_ns.max(ev.time_ns);
         self.epochs.insert(ev.epoch);
+        let epoch = match ev.kind {
+            EventKind::EpochMark { epoch } => epoch,
+            _ => ev.epoch,
+        };
+        self.epoch_seqs.entry(epoch).or_default().add(ev.seq);
         if !matches!(ev.kind, EventKind::Switch { .. }) && ev.tid != 0 {
             self.pids.insert(ev.pid);
             self.tids.insert(ev.tid);
@@ -229,8 +238,14 @@ struct Facts {
     processes: usize,
     threads: usize,
     epochs: usize,
+    /// Kept epochs, in order.
+    epoch_list: Vec<u32>,
     exit: Option<ExitStat>,
     lost: u64,
+    /// Zero of relative times: the first event's time.
+    base: u64,
+    checkpoints: Vec<Row>,
+    checkpoint_damage: Vec<String>,
 }
 
 fn facts(trace: &Trace, s: &Stats) -> Facts {
@@ -250,6 +265,13 @@ fn facts(trace: &Trace, s: &Stats) -> Facts {
     } else {
         s.pids.first().copied()
     };
+    let epoch_list: Vec<u32> = if s.epochs.is_empty() {
+        let mut v: Vec<u32> = meta.epochs.iter().map(|e| e.index).collect();
+        v.dedup();
+        v
+    } else {
+        s.epochs.iter().copied().collect()
+    };
     let exit = match &meta.exit {
         Some(x) => Some(ExitStat {
             pid: meta.root_pid,
@@ -264,13 +286,13 @@ fn facts(trace: &Trace, s: &Stats) -> Facts {
         duration_ns,
         processes: pids.len(),
         threads: tids.len(),
-        epochs: if s.epochs.is_empty() {
-            meta.epochs.len()
-        } else {
-            s.epochs.len()
-        },
+        epochs: epoch_list.len(),
+        epoch_list,
         exit,
         lost: meta.losses.ring_full + meta.losses.incomplete_copies,
+        base: s.first_ns.unwrap_or(meta.start_mono_ns),
+        checkpoints: checkpoints::rows(trace, &checkpoints::epoch_ranges(trace, &s.epoch_seqs)),
+        checkpoint_damage: checkpoints::damage(trace),
     }
 }
 
@@ -344,7 +366,14 @@ pub fn write_text(out: &mut impl Write, trace: &Trace, s: &Stats, top: usize) ->
             f.lost, meta.losses.ring_full, meta.losses.incomplete_copies
         )?;
     }
-    writeln!(out, "epochs      {}", f.epochs)?;
+    checkpoints::write_summary_text(
+        out,
+        trace,
+        &f.epoch_list,
+        &f.checkpoints,
+        &f.checkpoint_damage,
+        f.base,
+    )?;
     if s.execs.is_empty() {
         writeln!(out, "execs       none")?;
     } else {
@@ -472,6 +501,10 @@ struct JsonSummary<'a> {
     processes: usize,
     threads: usize,
     epochs: usize,
+    first_epoch: u32,
+    keep_epochs: Option<u32>,
+    checkpoints: &'a [Row],
+    checkpoint_damage: &'a [String],
     exit: Option<JsonExit>,
     lost_events: u64,
     ring_full: u64,
@@ -522,6 +555,10 @@ pub fn write_json(out: &mut impl Write, trace: &Trace, s: &Stats) -> io::Result<
         processes: f.processes,
         threads: f.threads,
         epochs: f.epochs,
+        first_epoch: meta.first_epoch,
+        keep_epochs: meta.keep_epochs,
+        checkpoints: &f.checkpoints,
+        checkpoint_damage: &f.checkpoint_damage,
         exit: f.exit.map(|x| JsonExit {
             code: x.code,
             signal: x.signal,
@@ -551,8 +588,10 @@ pub fn write_json(out: &mut impl Write, trace: &Trace, s: &Stats) -> io::Result<
             .map(|(sig, st)| (signal_name(*sig).into_owned(), *st))
             .collect(),
     };
-    serde_json::to_writer_pretty(&mut *out, &j).map_err(io::Error::other)?;
-    writeln!(out)
+    // Serialised first, so a closed stdout is a plain (broken pipe) error.
+    let mut text = serde_json::to_vec_pretty(&j).map_err(io::Error::other)?;
+    text.push(b'\n');
+    out.write_all(&text)
 }
 
 /// Files listed in the text summary, most opened first.

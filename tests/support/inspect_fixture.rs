@@ -8,8 +8,9 @@
 use std::path::Path;
 
 use tracelog::{
-    Args, Event, EventKind, ExitInfo, Host, Losses, Meta, Output, SignalPhase, Syscall,
-    TraceWriter, WriterOptions, SYSCALL_ENTER_UNSEEN, SYSCALL_INCOMPLETE_COPY, SYSCALL_NO_RETURN,
+    Args, Checkpoint, CheckpointWriter, Event, EventKind, ExitInfo, FdState, Host, Losses, Mapping,
+    Meta, Output, ProcessState, SigAction, SignalPhase, Syscall, ThreadState, TraceWriter,
+    WriterOptions, PAGE_SIZE, SYSCALL_ENTER_UNSEEN, SYSCALL_INCOMPLETE_COPY, SYSCALL_NO_RETURN,
 };
 
 pub const ROOT: u32 = 100;
@@ -407,6 +408,132 @@ pub fn events() -> Vec<Event> {
     ]
 }
 
+/// Content hash of the (not stored) copy of /usr/bin/demo in `files/`.
+pub const DEMO_HASH: &str = "3f2a1b9c0d4e5f60718293a4b5c6d7e8f9012345a6b7c8d9e0f1a2b3c4d5e6f7";
+pub const HEAP: u64 = 0x5555_5555_9000;
+pub const STACK: u64 = 0x7ffd_0000_0000;
+
+fn maps() -> Vec<Mapping> {
+    let map = |start: u64, end: u64, perms: &str, path: &str, file: bool, stored: bool| Mapping {
+        start,
+        end,
+        perms: perms.into(),
+        offset: 0,
+        dev: if file { "08:01" } else { "00:00" }.into(),
+        inode: if file { 4242 } else { 0 },
+        path: path.into(),
+        file: file.then(|| DEMO_HASH.to_string()),
+        stored,
+    };
+    vec![
+        map(
+            0x5555_5555_4000,
+            0x5555_5555_6000,
+            "r-xp",
+            "/usr/bin/demo",
+            true,
+            false,
+        ),
+        map(HEAP, HEAP + 0x2000, "rw-p", "[heap]", false, true),
+        map(STACK, STACK + 0x4000, "rw-p", "[stack]", false, true),
+    ]
+}
+
+/// user_regs_struct with rip, rsp and fs_base set.
+fn regs(rip: u64, rsp: u64) -> Vec<u64> {
+    let mut r = vec![0u64; 27];
+    r[16] = rip;
+    r[19] = rsp;
+    r[21] = 0x7f00_0000_0740;
+    r
+}
+
+/// A stored page: pid, address, fill byte (the first 8 bytes hold the
+/// address).
+pub type Page = (u32, u64, u8);
+
+/// The fixture's two checkpoints: epoch 0 at the first event (full image of
+/// the root process, 2 pages) and epoch 1 at the EpochMark (1 changed page),
+/// with the root waiting in wait4.
+pub fn checkpoints() -> Vec<(Checkpoint, Vec<Page>)> {
+    let process = |rip: u64, syscall: Option<i64>, sigmask: u64, full: bool| ProcessState {
+        pid: ROOT,
+        ppid: 1,
+        exe: "/usr/bin/demo".into(),
+        cwd: "/".into(),
+        maps: maps(),
+        threads: vec![ThreadState {
+            tid: ROOT,
+            regs: regs(rip, STACK + 0x3f00),
+            fpregs: Vec::new(),
+            sigmask,
+            syscall,
+        }],
+        fds: vec![
+            FdState {
+                fd: 0,
+                path: "/dev/null".into(),
+                pos: 0,
+                flags: 0o100000,
+            },
+            FdState {
+                fd: 1,
+                path: "pipe:[1234]".into(),
+                pos: 0,
+                flags: 0o1,
+            },
+            FdState {
+                fd: 3,
+                path: "/etc/demo.conf".into(),
+                pos: 16,
+                flags: 0o2100000,
+            },
+        ],
+        sigactions: vec![
+            SigAction {
+                sig: 2,
+                handler: 0x5555_5555_4100,
+                flags: 0x0400_0000,
+                restorer: 0x7f00_0000_3000,
+                mask: 0,
+            },
+            SigAction {
+                sig: 13,
+                handler: 1,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            },
+        ],
+        pages_stored: 0,
+        full,
+    };
+    vec![
+        (
+            Checkpoint {
+                epoch: 0,
+                time_ns: T0,
+                first_seq: 0,
+                stop_ns: 1_250_000,
+                reason: "start".into(),
+                processes: vec![process(0x5555_5555_4000, None, 0, true)],
+            },
+            vec![(ROOT, HEAP, 0xaa), (ROOT, STACK + 0x3000, 0xbb)],
+        ),
+        (
+            Checkpoint {
+                epoch: 1,
+                time_ns: T0 + 500_000,
+                first_seq: 18,
+                stop_ns: 750_000,
+                reason: "timer".into(),
+                processes: vec![process(0x5555_5555_4a2f, Some(61), 1 << 16, false)],
+            },
+            vec![(ROOT, STACK + 0x3000, 0xcc)],
+        ),
+    ]
+}
+
 /// Writes the fixture trace into `dir` with `frame_events` events per frame.
 pub fn write(dir: &Path, frame_events: usize) {
     let opts = WriterOptions {
@@ -417,6 +544,16 @@ pub fn write(dir: &Path, frame_events: usize) {
     let mut w = TraceWriter::create(dir, meta(), opts).expect("create trace");
     for e in events() {
         w.push(e).expect("push event");
+    }
+    let cw = CheckpointWriter::new(dir).expect("checkpoint writer");
+    for (cp, pages) in checkpoints() {
+        let mut sink = cw.begin(cp.epoch).expect("begin checkpoint");
+        for (pid, addr, fill) in pages {
+            let mut data = vec![fill; PAGE_SIZE];
+            data[..8].copy_from_slice(&addr.to_le_bytes());
+            sink.page(pid, addr, &data).expect("store page");
+        }
+        sink.finish(&cp).expect("finish checkpoint");
     }
     w.finish(meta()).expect("finish trace");
 }
