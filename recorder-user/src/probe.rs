@@ -202,6 +202,27 @@ impl Probe {
             .add(tid, tgid)
     }
 
+    /// Detaches every program, all at once: each detach waits for an RCU
+    /// grace period (tens of ms here), so one after the other they would
+    /// hold up the end of every recording by half a second.
+    pub fn detach(&mut self) {
+        let programs: Vec<&mut aya::programs::Program> =
+            self.ebpf.programs_mut().map(|(_, p)| p).collect();
+        std::thread::scope(|s| {
+            for p in programs {
+                s.spawn(move || match p {
+                    aya::programs::Program::RawTracePoint(p) => {
+                        let _ = p.unload();
+                    }
+                    aya::programs::Program::TracePoint(p) => {
+                        let _ = p.unload();
+                    }
+                    _ => {}
+                });
+            }
+        });
+    }
+
     /// Empties the filter: recording stops at once for every thread.
     pub fn clear_targets(&mut self) {
         self.filter

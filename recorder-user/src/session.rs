@@ -313,6 +313,7 @@ async fn record_inner(
         }
     }
     probe.clear_targets();
+    probe.detach();
     drain(&mut rings, &mut state, &mut writer, u64::MAX)?;
     state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
     if launch && child_status.is_none() {
