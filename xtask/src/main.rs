@@ -12,7 +12,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "uniplay's build, test and benchmark tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "uniplay's build, test and benchmark tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -54,7 +57,9 @@ fn main() -> Result<()> {
         Task::Run { args } => {
             setup::run()?;
             build_release()?;
-            let status = Command::new(root().join("target/release/uniplay")).args(&args).status()?;
+            let status = Command::new(root().join("target/release/uniplay"))
+                .args(&args)
+                .status()?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { args } => {
@@ -71,13 +76,18 @@ fn main() -> Result<()> {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
 }
 
 /// Runs a command, echoing it, failing on a non-zero status.
 pub fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: $ {}", show(cmd));
-    let status = cmd.status().with_context(|| format!("cannot run {}", show(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", show(cmd)))?;
     if !status.success() {
         bail!("{} failed ({status})", show(cmd));
     }
@@ -85,7 +95,11 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 }
 
 fn show(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn cargo() -> Command {
@@ -100,10 +114,21 @@ fn build_release() -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     sh(cargo().args(["fmt", "--all", "--check"]))?;
-    sh(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(root().join("recorder-ebpf"))
-        .args(["fmt", "--check"]))?;
-    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(root().join("recorder-ebpf"))
+            .args(["fmt", "--check"]),
+    )?;
+    sh(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // Release mode: the recording tests drive real workloads.
-    sh(cargo().args(["test", "--workspace", "--release"]).args(extra))
+    sh(cargo()
+        .args(["test", "--workspace", "--release"])
+        .args(extra))
 }

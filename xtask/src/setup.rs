@@ -40,7 +40,10 @@ pub fn run() -> Result<()> {
 
 fn rust_src() -> Result<()> {
     let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))?;
-    if Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core").exists() {
+    if Path::new(sysroot.trim())
+        .join("lib/rustlib/src/rust/library/core")
+        .exists()
+    {
         return Ok(());
     }
     eprintln!("xtask: installing the rust-src component (needed to build core for BPF)");
@@ -60,7 +63,11 @@ fn bpf_linker() -> Result<()> {
     let so = std::fs::read_dir(sysroot.join("lib"))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
         .context("the Rust toolchain ships no libLLVM.so.*-rust-* to link bpf-linker against")?;
     let major = so
         .file_name()
@@ -71,17 +78,29 @@ fn bpf_linker() -> Result<()> {
         .to_string();
     let prefix = cache_dir().join("llvm");
     std::fs::create_dir_all(prefix.join("lib"))?;
-    for name in ["libLLVM.so".to_string(), so.file_name().unwrap().to_string_lossy().into_owned()] {
+    for name in [
+        "libLLVM.so".to_string(),
+        so.file_name().unwrap().to_string_lossy().into_owned(),
+    ] {
         let link = prefix.join("lib").join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&so, &link)?;
     }
-    sh(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .env("LLVM_PREFIX", &prefix)
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
-        .arg(format!("llvm-{major}"))
-        .arg("--root")
-        .arg(&root))
+    sh(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .env("LLVM_PREFIX", &prefix)
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}"))
+            .arg("--root")
+            .arg(&root),
+    )
 }
 
 fn debian_packages() -> Result<()> {
@@ -94,11 +113,16 @@ fn debian_packages() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("missing programs from Debian packages {missing:?}: install them (apt-get install {})", missing.join(" "));
+        bail!(
+            "missing programs from Debian packages {missing:?}: install them (apt-get install {})",
+            missing.join(" ")
+        );
     }
     eprintln!("xtask: installing Debian packages {missing:?}");
     sh(Command::new("apt-get").args(["update", "-qq"]))?;
-    sh(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing))
 }
 
 fn on_path(bin: &str) -> bool {
@@ -109,7 +133,10 @@ fn on_path(bin: &str) -> bool {
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
