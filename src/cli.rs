@@ -31,6 +31,45 @@ pub enum Command {
     /// Summarise a trace, list its events (strace-like or JSON) or export it for Perfetto.
     #[command(after_help = INSPECT_AFTER_HELP)]
     Inspect(InspectArgs),
+    /// Re-run a recording from its checkpoints, epoch by epoch (in parallel), and verify each.
+    #[command(after_help = REPLAY_HELP)]
+    Replay(ReplayArgs),
+}
+
+const REPLAY_HELP: &str = "\
+Each epoch is restored from its checkpoint into a fresh process, run with its threads
+serialised on one core (syscalls emulated from the log, or executed when they shape the
+process itself), and compared with the next checkpoint: registers and memory.
+Nothing is done to the host: files, sockets and other processes are never touched.
+
+Examples:
+  uniplay replay ls.trace                 replay every epoch, one per core
+  uniplay replay ls.trace --epoch 3       replay epoch 3 only
+  uniplay replay ls.trace --json | jq .verified
+
+Exit status: 0 every epoch verified and outputs and exit status match;
+6 an epoch diverged or was skipped; 5 bad input (no trace, no checkpoints).";
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Trace directory (as written by `uniplay record -o DIR`).
+    pub trace: PathBuf,
+
+    /// Epochs replayed at once, each pinned to its own core [default: the number of cores].
+    #[arg(short, long, value_name = "J")]
+    pub jobs: Option<usize>,
+
+    /// Replay only this epoch.
+    #[arg(long, value_name = "N")]
+    pub epoch: Option<u32>,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress line.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

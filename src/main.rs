@@ -5,12 +5,14 @@
 //! - 0 success; 1 an unexpected failure; 2 bad usage;
 //! - 3 the recording lost events (see `--allow-loss`);
 //! - 4 the machine cannot record (permissions, kernel features);
-//! - 5 bad input (no such process, output exists, damaged or foreign trace).
+//! - 5 bad input (no such process, output exists, damaged or foreign trace);
+//! - 6 `replay`: an epoch diverged or was skipped, or outputs or exit status differ.
 
 mod cli;
 mod exit;
 mod inspect;
 mod record;
+mod replay;
 
 use clap::Parser as _;
 
@@ -19,6 +21,7 @@ fn main() {
     let code = match cli.command {
         cli::Command::Record(args) => record::run(args),
         cli::Command::Inspect(args) => inspect::run(args),
+        cli::Command::Replay(args) => replay::run(args),
     };
     std::process::exit(code);
 }

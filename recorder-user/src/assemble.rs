@@ -161,12 +161,19 @@ impl Assembler {
     }
 
     fn syscall(&mut self, s: &SyscallRec, out: &mut Vec<Event>) {
-        self.tgid_of.insert(s.hdr.tid, s.hdr.pid);
+        if self.tgid_of.get(&s.hdr.tid) != Some(&s.hdr.pid) {
+            self.tgid_of.insert(s.hdr.tid, s.hdr.pid);
+        }
         let spec = spec(s.nr);
         let nargs = (spec.nargs as usize).min(6);
         let mut outputs = Vec::new();
         let mut argv = None;
-        for p in self.chunks.remove(&s.hdr.tid).unwrap_or_default() {
+        let parts = if self.chunks.is_empty() {
+            Vec::new()
+        } else {
+            self.chunks.remove(&s.hdr.tid).unwrap_or_default()
+        };
+        for p in parts {
             let complete = p.complete && p.data.len() as u64 == p.total;
             if p.slot == SLOT_EXEC_ARGV {
                 argv = Some(split_argv(&p.data));

@@ -1,12 +1,15 @@
 //! Puts events from several rings back into time order.
 //!
 //! Each ring is filled by one CPU (or, for the lifecycle ring, by all of
-//! them, in commit order), so events arrive nearly sorted. The orderer holds
-//! them for [`HOLD_NS`] and releases them oldest first; an event that arrives
+//! them in commit order), so each ring's events arrive nearly sorted: the
+//! orderer keeps one queue per ring, fixes the rare local inversion on
+//! insert, and releases by merging the queues' heads (a k-way merge: no
+//! heap, no reshuffling of events). Events are held for [`HOLD_NS`] so a
+//! ring drained later can still contribute older events; one that arrives
 //! after a younger one was released is still written (never dropped) and
 //! counted in `late`.
 
-use std::{cmp::Reverse, collections::BinaryHeap};
+use std::collections::VecDeque;
 
 use tracelog::Event;
 
@@ -15,29 +18,9 @@ use tracelog::Event;
 /// program taking its timestamp and committing its record.
 pub const HOLD_NS: u64 = 50_000_000;
 
-struct Held(Event, u64);
-
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        (self.0.time_ns, self.1) == (o.0.time_ns, o.1)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.0.time_ns, self.1).cmp(&(o.0.time_ns, o.1))
-    }
-}
-
 #[derive(Default)]
 pub struct Orderer {
-    heap: BinaryHeap<Reverse<Held>>,
-    arrivals: u64,
+    queues: Vec<VecDeque<Event>>,
     released_until: u64,
     /// Events that arrived after a younger event had been released.
     pub late: u64,
@@ -46,42 +29,62 @@ pub struct Orderer {
 impl std::fmt::Debug for Orderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Orderer")
-            .field("held", &self.heap.len())
+            .field("held", &self.len())
             .field("late", &self.late)
             .finish()
     }
 }
 
 impl Orderer {
-    pub fn push(&mut self, e: Event) {
+    /// Adds an event read from ring `source`.
+    pub fn push(&mut self, source: usize, e: Event) {
         if e.time_ns < self.released_until {
             self.late += 1;
         }
-        self.arrivals += 1;
-        self.heap.push(Reverse(Held(e, self.arrivals)));
+        if self.queues.len() <= source {
+            self.queues.resize_with(source + 1, VecDeque::new);
+        }
+        let q = &mut self.queues[source];
+        // Usually appended; otherwise slid back into place.
+        let mut at = q.len();
+        while at > 0 && q[at - 1].time_ns > e.time_ns {
+            at -= 1;
+        }
+        q.insert(at, e);
     }
 
     /// Releases, in time order, every event older than `now_ns - HOLD_NS`
     /// (everything when `now_ns` is `u64::MAX`).
     pub fn release(&mut self, now_ns: u64, mut sink: impl FnMut(Event)) {
-        let limit = now_ns.saturating_sub(HOLD_NS);
-        while self
-            .heap
-            .peek()
-            .is_some_and(|Reverse(h)| h.0.time_ns <= limit || now_ns == u64::MAX)
-        {
-            let Reverse(Held(e, _)) = self.heap.pop().expect("peeked");
-            self.released_until = self.released_until.max(e.time_ns);
-            sink(e);
+        let limit = if now_ns == u64::MAX {
+            u64::MAX
+        } else {
+            now_ns.saturating_sub(HOLD_NS)
+        };
+        loop {
+            let next = self
+                .queues
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| q.front().map(|e| (e.time_ns, i)))
+                .min();
+            match next {
+                Some((t, i)) if t <= limit => {
+                    let e = self.queues[i].pop_front().expect("front exists");
+                    self.released_until = self.released_until.max(t);
+                    sink(e);
+                }
+                _ => break,
+            }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.queues.iter().map(VecDeque::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.queues.iter().all(VecDeque::is_empty)
     }
 }
 
@@ -103,17 +106,22 @@ mod tests {
     }
 
     #[test]
-    fn order_releases_in_time_order_after_hold() {
+    fn order_merges_rings_after_hold() {
         let mut o = Orderer::default();
-        for t in [5, 3, 9, 1] {
-            o.push(ev(t * 1000));
+        for t in [1, 5, 9] {
+            o.push(0, ev(t * 1000));
         }
+        for t in [3, 4] {
+            o.push(1, ev(t * 1000));
+        }
+        o.push(0, ev(2000)); // a local inversion
         let mut got = Vec::new();
         o.release(HOLD_NS + 4000, |e| got.push(e.time_ns));
-        assert_eq!(got, vec![1000, 3000]);
-        o.push(ev(2000));
+        assert_eq!(got, vec![1000, 2000, 3000, 4000]);
+        o.push(1, ev(2500));
         o.release(u64::MAX, |e| got.push(e.time_ns));
-        assert_eq!(got, vec![1000, 3000, 2000, 5000, 9000]);
+        assert_eq!(got, vec![1000, 2000, 3000, 4000, 2500, 5000, 9000]);
         assert_eq!(o.late, 1);
+        assert!(o.is_empty());
     }
 }

@@ -141,6 +141,9 @@ async fn record_inner(
             probe.filter(),
         )
     });
+    if opts.checkpoints.is_some() {
+        state.copier = FileCopier::start(&opts.out);
+    }
     let seize = |threads: Vec<(u32, u32)>| -> Result<(), RecordError> {
         match &supervisor {
             Some(s) => s
@@ -385,6 +388,10 @@ struct State {
     checkpoint_requested: bool,
     dropped_before: u32,
     warnings: Vec<String>,
+    /// Open files by (pid, fd), from recorded opens: what an mmap maps.
+    fd_paths: HashMap<(u32, u64), String>,
+    /// Copies files the target maps into the trace, off the drain loop.
+    copier: Option<FileCopier>,
 }
 
 impl State {
@@ -408,6 +415,43 @@ impl State {
             checkpoint_requested: false,
             dropped_before: 0,
             warnings: Vec::new(),
+            fd_paths: HashMap::new(),
+            copier: None,
+        }
+    }
+
+    /// Notes opened files, and has every file the target maps copied into
+    /// the trace (replay maps the copy).
+    fn track_files(&mut self, pid: u32, s: &tracelog::Syscall) {
+        const MAP_ANONYMOUS: u64 = 0x20;
+        let a = s.args.as_slice();
+        match s.nr {
+            2 | 257 | 437 if s.ret >= 0 => {
+                let Some(o) = s
+                    .outputs
+                    .iter()
+                    .find(|o| o.arg >= recorder_common::SLOT_INPUT)
+                else {
+                    return;
+                };
+                let raw = o.data.strip_suffix(&[0]).unwrap_or(&o.data);
+                let path = String::from_utf8_lossy(raw).into_owned();
+                let path = if path.starts_with('/') {
+                    path
+                } else {
+                    format!("{}/{path}", sys::cwd(pid))
+                };
+                self.fd_paths.insert((pid, s.ret as u64), path);
+            }
+            3 if !a.is_empty() => {
+                self.fd_paths.remove(&(pid, a[0]));
+            }
+            9 if s.ret >= 0 && a.len() >= 5 && a[3] & MAP_ANONYMOUS == 0 && (a[4] as i64) >= 0 => {
+                if let (Some(path), Some(c)) = (self.fd_paths.get(&(pid, a[4])), &mut self.copier) {
+                    c.copy(path);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -502,6 +546,12 @@ impl State {
                 self.pids.insert(*child_pid);
             }
             EventKind::Syscall(s)
+                if self.copier.is_some() && matches!(s.nr, 2 | 3 | 9 | 257 | 437) =>
+            {
+                let s = s.clone();
+                self.track_files(e.pid, &s);
+            }
+            EventKind::Syscall(s)
                 if s.nr == nr::EXIT_GROUP || (s.nr == nr::EXIT && e.pid == e.tid) =>
             {
                 let code = s.args.as_slice().first().copied().unwrap_or(0) as i32;
@@ -534,7 +584,9 @@ impl State {
             }
             _ => {}
         }
-        self.tids.insert(e.tid);
+        if !self.tids.contains(&e.tid) {
+            self.tids.insert(e.tid);
+        }
         true
     }
 }
@@ -551,35 +603,42 @@ fn drain(
     writer: &mut TraceWriter,
     now: u64,
 ) -> Result<(), RecordError> {
-    for ring in rings.iter_mut() {
+    for (i, ring) in rings.iter_mut().enumerate() {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(rec) => st.assembler.feed(rec, &mut st.batch),
                 Err(_) => st.assembler.malformed += 1,
             }
         }
+        for e in st.batch.drain(..) {
+            st.orderer.push(i, e);
+        }
     }
-    for e in st.batch.drain(..) {
-        st.orderer.push(e);
-    }
+    let mut orderer = std::mem::take(&mut st.orderer);
     let mut result = Ok(());
-    let mut ready = Vec::new();
-    st.orderer.release(now, |e| ready.push(e));
-    let mut out = Vec::with_capacity(ready.len());
-    for mut e in ready {
-        st.marks_before(e.time_ns, &mut out);
+    let mut marks = Vec::new();
+    orderer.release(now, |mut e| {
+        st.marks_before(e.time_ns, &mut marks);
+        for m in marks.drain(..) {
+            if result.is_ok() {
+                result = writer.push(m);
+            }
+        }
         if st.admit(&mut e) {
             e.epoch = st.epoch;
             st.since_cut += 1;
-            out.push(e);
+            if result.is_ok() {
+                result = writer.push(e);
+            }
         }
-    }
+    });
+    st.orderer = orderer;
     if now == u64::MAX {
-        st.marks_before(u64::MAX, &mut out);
-    }
-    for e in out {
-        if result.is_ok() {
-            result = writer.push(e);
+        st.marks_before(u64::MAX, &mut marks);
+        for m in marks.drain(..) {
+            if result.is_ok() {
+                result = writer.push(m);
+            }
         }
     }
     result.map_err(RecordError::from)
@@ -607,6 +666,9 @@ fn finalise(
         incomplete_copies: per_cpu.iter().map(|l| l.incomplete_copies).sum(),
         per_cpu,
     };
+    if let Some(c) = st.copier {
+        meta.files = c.finish();
+    }
     meta.pids = st.pids.into_iter().collect();
     meta.tids = st.tids.into_iter().collect();
     meta.end_unix_ns = sys::realtime_ns();
@@ -649,6 +711,49 @@ fn finalise(
     }
     let meta = writer.finish(meta)?;
     Ok(Outcome { meta, child, lost })
+}
+
+/// Copies the files the target maps into the trace's `files/`, on its own
+/// thread so a large library never holds up the drain loop.
+struct FileCopier {
+    paths: std::sync::mpsc::Sender<String>,
+    thread: std::thread::JoinHandle<std::collections::BTreeMap<String, String>>,
+    seen: HashSet<String>,
+}
+
+impl FileCopier {
+    fn start(dir: &std::path::Path) -> Option<FileCopier> {
+        let writer = tracelog::CheckpointWriter::new(dir).ok()?;
+        let (paths, rx) = std::sync::mpsc::channel::<String>();
+        let thread = std::thread::Builder::new()
+            .name("uniplay-files".into())
+            .spawn(move || {
+                let mut copied = std::collections::BTreeMap::new();
+                for path in rx {
+                    if let Ok(hash) = writer.add_file(std::path::Path::new(&path)) {
+                        copied.insert(path, hash);
+                    }
+                }
+                copied
+            })
+            .ok()?;
+        Some(FileCopier {
+            paths,
+            thread,
+            seen: HashSet::new(),
+        })
+    }
+
+    fn copy(&mut self, path: &str) {
+        if self.seen.insert(path.to_string()) {
+            let _ = self.paths.send(path.to_string());
+        }
+    }
+
+    fn finish(self) -> std::collections::BTreeMap<String, String> {
+        drop(self.paths);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// The live status line on stderr.

@@ -179,6 +179,8 @@ struct State {
     writer: Option<CheckpointWriter>,
     /// (dev, inode) of files already copied into the trace → content hash.
     files: HashMap<(String, u64), String>,
+    /// Checkpoint attempts given up because a thread would not stop.
+    skipped: u64,
 }
 
 impl State {
@@ -202,6 +204,7 @@ impl State {
             next_due: None,
             writer,
             files: HashMap::new(),
+            skipped: 0,
         }
     }
 
@@ -418,7 +421,9 @@ impl State {
     /// tracees' events meanwhile. Returns those that did not stop in time.
     fn wait_stopped(&mut self, tids: &[u32], timeout: Duration) -> Vec<u32> {
         let mut pending: HashSet<u32> = tids.iter().copied().collect();
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut swept = false;
         while !pending.is_empty() && Instant::now() < deadline {
             match pt::wait_any() {
                 Ok(Some(st)) => {
@@ -430,8 +435,52 @@ impl State {
                 Err(_) => break,
             }
             pending.retain(|t| self.tracees.contains_key(t) && self.tracees[t].stop.is_none());
+            if !swept && start.elapsed() > Duration::from_millis(20) {
+                // Threads reaped without a notification to us (e.g. the
+                // other threads of a process that exec'd) are gone.
+                swept = true;
+                let gone: Vec<u32> = pending
+                    .iter()
+                    .copied()
+                    .filter(|t| sys::task_state(*t).is_none())
+                    .collect();
+                for t in gone {
+                    pending.remove(&t);
+                    self.tracees.remove(&t);
+                }
+                // A thread in uninterruptible sleep (a vfork parent waiting
+                // for a child we have stopped) will not stop: give up early.
+                if pending
+                    .iter()
+                    .any(|t| sys::task_state(*t).is_some_and(|s| s.starts_with('D')))
+                {
+                    break;
+                }
+            }
         }
         pending.into_iter().collect()
+    }
+
+    /// Stops a thread that is running an injection gone wrong.
+    fn force_stop(&mut self, tid: u32) {
+        let _ = pt::interrupt(tid);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            match nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(tid as i32),
+                Some(nix::sys::wait::WaitPidFlag::__WALL | nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::StillAlive) => std::thread::yield_now(),
+                Ok(WaitStatus::Stopped(_, sig)) => {
+                    if let Some(t) = self.tracees.get_mut(&tid) {
+                        t.stop = Some(Stop::Signal(sig as i32));
+                    }
+                    return;
+                }
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => return,
+                Ok(_) => return,
+            }
+        }
     }
 
     /// During a checkpoint: records how a tracee stopped, without resuming
@@ -541,11 +590,26 @@ impl State {
         newborn.retain(|t| !late.contains(t));
         let late2 = self.wait_stopped(&newborn, Duration::from_millis(200));
         if !late.is_empty() || !late2.is_empty() {
-            self.warn(format!(
-                "checkpoint skipped: threads {late:?}{late2:?} did not stop"
-            ));
+            let states: Vec<String> = late
+                .iter()
+                .chain(&late2)
+                .map(|t| {
+                    format!(
+                        "{t} ({})",
+                        sys::task_state(*t).unwrap_or_else(|| "gone".into())
+                    )
+                })
+                .collect();
+            self.skipped += 1;
+            if self.skipped % 20 == 1 {
+                self.warn(format!(
+                    "checkpoint delayed: threads {} did not stop (retrying)",
+                    states.join(", ")
+                ));
+            }
             self.resume_all();
-            self.schedule_next();
+            // Retry soon rather than after a whole epoch.
+            self.next_due = Some(Instant::now() + Duration::from_millis(2));
             return;
         }
         self.checkpoint_stopped(reason, t0);
@@ -754,6 +818,11 @@ impl State {
         r.r8 = 0;
         self.pause(tid, true);
         let result = self.run_injected(tid, r, true);
+        if result.is_err() {
+            // The thread may still be running the injection: stop it before
+            // its registers are put back, or it would return into our stub.
+            self.force_stop(tid);
+        }
         let restore = pt::setregs(tid, restart_fixup(saved));
         self.pause(tid, false);
         let child = result?;

@@ -45,6 +45,11 @@ pub struct Meta {
     pub state: TraceState,
     pub exit: Option<ExitInfo>,
     pub end_reason: String,
+    /// Files the target mapped while recording: path → content hash of its
+    /// copy in `files/` (replay maps the copy where the program mapped the
+    /// file). Files mapped at a checkpoint are also named in its maps.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
     /// Events are stored as one file per epoch, `events/NNNNNN.tlf`, instead
     /// of `events.tlf` (see `WriterOptions::segment_epochs`). Set by the writer.
     pub event_segments: bool,

@@ -177,6 +177,11 @@ fn status_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// The `State:` line of a thread, e.g. `S (sleeping)`.
+pub fn task_state(tid: u32) -> Option<String> {
+    status_field(tid, "State")
+}
+
 pub fn tgid_of(tid: u32) -> Option<u32> {
     status_field(tid, "Tgid")?.parse().ok()
 }

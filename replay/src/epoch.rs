@@ -1,0 +1,782 @@
+//! One EP run: replay epoch k of one process from checkpoint k, its threads
+//! serialised on one core, switching only at syscalls in the order the TP
+//! log recorded; then check the result against checkpoint k+1.
+//!
+//! At each syscall stop the thread must make the syscall the log says it
+//! makes next, with the same arguments. Then, per the shared syscall table,
+//! the syscall is *emulated* (skipped; the logged result and output bytes
+//! are put in place) or *executed* (it shapes the process itself: memory
+//! map, threads, signal state) and its result checked. Bytes the program
+//! hands the kernel (writes, paths) are compared with the recording, never
+//! sent anywhere.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
+
+use recorder_common::{nr, spec, ACTION_EXECUTE, SLOT_INPUT};
+use serde::Serialize;
+use tracelog::{Event, EventKind, SignalPhase, Syscall, Trace};
+
+use crate::{
+    compare::{compare, Difference},
+    drive::{Driver, Regs, Stop, Watchdog},
+    restore::{restore, Restored},
+    ReplayError,
+};
+
+/// How long a thread may run without reaching a syscall before the replay
+/// gives up on the epoch (a spin loop waiting for another thread).
+pub const TIME_SLICE: Duration = Duration::from_secs(2);
+
+/// The first point where the replay left the recording.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Divergence {
+    /// Sequence number of the recorded event where it happened (if any).
+    pub seq: Option<u64>,
+    /// Recorded thread id.
+    pub tid: u32,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// Outcome of one process's replay of one epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessOutcome {
+    pub pid: u32,
+    pub events: u64,
+    pub threads: usize,
+    pub divergence: Option<Divergence>,
+    /// Differences with the next checkpoint.
+    pub differences: Vec<String>,
+    /// Output bytes (writes) that differ from the recording.
+    pub output_mismatches: u64,
+    /// Exit status matched the recording (when the process exited).
+    pub exit_status_match: Option<bool>,
+    /// What was not replayed and why (e.g. a process forked inside the epoch).
+    pub notes: Vec<String>,
+}
+
+/// The syscall events of one process in one epoch, in recorded order.
+#[derive(Debug, Default)]
+struct Log {
+    order: VecDeque<Event>,
+    /// Signals delivered to a thread before a syscall event (by its seq)
+    /// and after the thread's previous one.
+    signals: HashMap<u64, Vec<u32>>,
+    exit: Option<(i32, u32)>,
+}
+
+/// Registers worth naming in a divergence.
+fn call_text(nr: u32, args: &[u64]) -> String {
+    let name = recorder_common::name(nr)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("syscall_{nr}"));
+    let a: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if *a < 0x10000 {
+                a.to_string()
+            } else {
+                format!("{a:#x}")
+            }
+        })
+        .collect();
+    format!("{name}({})", a.join(", "))
+}
+
+/// Replays epoch `epoch` of process `pid` on CPU `cpu`.
+pub fn replay_process(
+    trace: &Trace,
+    epoch: u32,
+    pid: u32,
+    cpu: Option<usize>,
+    known: &Knowledge,
+    watchdog: &Watchdog,
+) -> Result<ProcessOutcome, ReplayError> {
+    let log = load_log(trace, epoch, pid)?;
+    let next = trace
+        .checkpoints()
+        .iter()
+        .map(|c| c.epoch)
+        .find(|&e| e > epoch);
+    let mut live = restore(trace, epoch, pid, cpu)?;
+    let drv = Driver::new(live.pid, watchdog.clone());
+    let mut run = Run {
+        drv,
+        pid,
+        live: &mut live,
+        trace,
+        known,
+        brk: None,
+        fds: HashMap::new(),
+        out: ProcessOutcome {
+            pid,
+            events: log.order.len() as u64,
+            threads: 0,
+            divergence: None,
+            differences: Vec::new(),
+            output_mismatches: 0,
+            exit_status_match: None,
+            notes: Vec::new(),
+        },
+        exited: Vec::new(),
+        at_cut: Vec::new(),
+        exit_status: None,
+    };
+    run.out.threads = run.live.tids.len();
+    run.prepare(epoch)?;
+    let finished = run.play(log.order, log.signals)?;
+    if finished && run.out.divergence.is_none() {
+        match (next, run.exit_status) {
+            (_, Some(status)) => run.out.exit_status_match = Some(Some(status) == log.exit),
+            (Some(k1), None) => run.check_against(k1)?,
+            (None, None) => run
+                .out
+                .notes
+                .push("the trace ends before this process exits: nothing to compare".into()),
+        }
+    }
+    Ok(run.out)
+}
+
+/// Facts about threads gathered from the whole trace: the clear_child_tid
+/// address each thread was given (by set_tid_address or clone).
+#[derive(Debug, Default, Clone)]
+pub struct Knowledge {
+    pub clear_child_tid: HashMap<u32, u64>,
+    /// rseq areas registered (address, length): the kernel writes the CPU
+    /// number there, so they are not compared.
+    pub rseq: Vec<(u64, u64)>,
+}
+
+impl Knowledge {
+    pub fn gather(trace: &Trace) -> Knowledge {
+        let mut k = Knowledge::default();
+        for e in trace.events().flatten() {
+            let EventKind::Syscall(s) = &e.kind else {
+                continue;
+            };
+            let a = s.args.as_slice();
+            match s.nr {
+                218 if !a.is_empty() => {
+                    // set_tid_address
+                    k.clear_child_tid.insert(e.tid, a[0]);
+                }
+                nr::CLONE if s.ret > 0 && a.len() >= 4 && a[0] & 0x0020_0000 != 0 => {
+                    // CLONE_CHILD_CLEARTID
+                    k.clear_child_tid.insert(s.ret as u32, a[3]);
+                }
+                nr::CLONE3 if s.ret > 0 => {
+                    // struct clone_args: flags at 0, child_tid at 16.
+                    if let Some(o) = s
+                        .outputs
+                        .iter()
+                        .find(|o| o.arg == SLOT_INPUT && o.data.len() >= 24)
+                    {
+                        let w = |i: usize| {
+                            u64::from_le_bytes(o.data[i..i + 8].try_into().expect("8 bytes"))
+                        };
+                        if w(0) & 0x0020_0000 != 0 {
+                            k.clear_child_tid.insert(s.ret as u32, w(16));
+                        }
+                    }
+                }
+                334 if a.len() >= 2 && a[2] == 0 => k.rseq.push((a[0], a[1])),
+                _ => {}
+            }
+        }
+        k
+    }
+}
+
+fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
+    let mut log = Log::default();
+    let mut pending: HashMap<u32, Vec<u32>> = HashMap::new();
+    // Events before the epoch's own mark happened before its checkpoint
+    // (epoch 0 also holds what preceded the first cut).
+    let mut started = true;
+    let mut seen_mark = false;
+    // (If the epoch's mark is found, everything before it is discarded.)
+    for e in trace.events_in_epoch(epoch) {
+        let e = e.map_err(|source| ReplayError::Trace { epoch, source })?;
+        if let EventKind::EpochMark { epoch: m } = e.kind {
+            if m == epoch && !seen_mark {
+                seen_mark = true;
+                started = true;
+                log = Log::default();
+                pending.clear();
+            }
+            continue;
+        }
+        if !started || e.pid != pid {
+            continue;
+        }
+        match &e.kind {
+            EventKind::Syscall(_) => {
+                if let Some(sigs) = pending.remove(&e.tid) {
+                    log.signals.insert(e.seq, sigs);
+                }
+                log.order.push_back(e)
+            }
+            EventKind::Signal {
+                sig,
+                phase: SignalPhase::Delivered,
+                ..
+            } => {
+                pending.entry(e.tid).or_default().push(*sig);
+            }
+            EventKind::Exit {
+                code,
+                signal,
+                group_dead: true,
+            } => log.exit = Some((*code, *signal)),
+            _ => {}
+        }
+    }
+    Ok(log)
+}
+
+struct Run<'a> {
+    drv: Driver,
+    /// The recorded pid.
+    pid: u32,
+    live: &'a mut Restored,
+    trace: &'a Trace,
+    known: &'a Knowledge,
+    /// The emulated program break.
+    brk: Option<u64>,
+    /// Recorded fd → path, for file mappings.
+    fds: HashMap<i64, String>,
+    out: ProcessOutcome,
+    /// Recorded tids whose thread exited.
+    exited: Vec<u32>,
+    /// Recorded tids stopped at the syscall the next checkpoint caught them in.
+    at_cut: Vec<u32>,
+    exit_status: Option<(i32, u32)>,
+}
+
+impl Run<'_> {
+    fn live_tid(&self, tid: u32) -> Option<u32> {
+        self.live.tids.get(&tid).copied()
+    }
+
+    fn diverge(&mut self, seq: Option<u64>, tid: u32, expected: String, actual: String) {
+        if self.out.divergence.is_none() {
+            self.out.divergence = Some(Divergence {
+                seq,
+                tid,
+                expected,
+                actual,
+            });
+        }
+    }
+
+    /// Before running: the fd table and clear_child_tid of restored threads.
+    fn prepare(&mut self, epoch: u32) -> Result<(), ReplayError> {
+        let cp = self
+            .trace
+            .checkpoint(epoch)
+            .map_err(|source| ReplayError::Trace { epoch, source })?;
+        if let Some(p) = cp.processes.iter().find(|p| p.pid == self.pid) {
+            for f in &p.fds {
+                self.fds.insert(f.fd as i64, f.path.clone());
+            }
+            self.brk = p.maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
+        }
+        let tids: Vec<(u32, u32)> = self.live.tids.iter().map(|(&r, &l)| (r, l)).collect();
+        for (rec, live) in tids {
+            if let Some(&addr) = self.known.clear_child_tid.get(&rec) {
+                self.live.inject(live, 218, [addr, 0, 0, 0, 0, 0])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the log. Returns false if the run stopped early (divergence).
+    fn play(
+        &mut self,
+        mut order: VecDeque<Event>,
+        mut signals: HashMap<u64, Vec<u32>>,
+    ) -> Result<bool, ReplayError> {
+        while let Some(e) = order.pop_front() {
+            let EventKind::Syscall(sc) = &e.kind else {
+                continue;
+            };
+            // A new thread's first event is its side of clone: already done.
+            if sc.ret == 0 && matches!(sc.nr, nr::CLONE | nr::CLONE3) && self.born_here(e.tid) {
+                continue;
+            }
+            let Some(tid) = self.live_tid(e.tid) else {
+                self.out.notes.push(format!(
+                    "thread {} has events but no replayed thread (created by a process fork?)",
+                    e.tid
+                ));
+                continue;
+            };
+            // Signals the log shows delivered to this thread before this
+            // syscall: made pending now, delivered on the way.
+            let mut sent: Vec<i32> = Vec::new();
+            for sig in signals.remove(&e.seq).unwrap_or_default() {
+                self.drv.tgkill(tid, sig as i32)?;
+                sent.push(sig as i32);
+            }
+            let mut stop = self.drv.run_to_syscall(tid, TIME_SLICE)?;
+            while let Stop::Signal(sig) = stop {
+                let Some(i) = sent.iter().position(|&s| s == sig) else {
+                    break;
+                };
+                sent.remove(i);
+                stop = self.drv.deliver_and_run(tid, sig, TIME_SLICE)?;
+            }
+            match stop {
+                Stop::SyscallEntry(regs) => {
+                    if !self.syscall(&e, sc, tid, regs)? {
+                        return Ok(false);
+                    }
+                }
+                Stop::Exited(status) => {
+                    self.exit_status = Some(status);
+                    self.diverge(
+                        Some(e.seq),
+                        e.tid,
+                        call_text(sc.nr, sc.args.as_slice()),
+                        "the process exited".into(),
+                    );
+                    return Ok(false);
+                }
+                Stop::Signal(sig) => {
+                    self.diverge(
+                        Some(e.seq),
+                        e.tid,
+                        call_text(sc.nr, sc.args.as_slice()),
+                        format!("signal {sig}"),
+                    );
+                    return Ok(false);
+                }
+                Stop::Timeout => {
+                    self.diverge(
+                        Some(e.seq),
+                        e.tid,
+                        call_text(sc.nr, sc.args.as_slice()),
+                        format!("no syscall within {} s: the thread spins, waiting for another thread (preempted)", TIME_SLICE.as_secs()),
+                    );
+                    return Ok(false);
+                }
+                Stop::Other(what) => {
+                    self.diverge(
+                        Some(e.seq),
+                        e.tid,
+                        call_text(sc.nr, sc.args.as_slice()),
+                        what.to_string(),
+                    );
+                    return Ok(false);
+                }
+                Stop::Reached => {}
+            }
+        }
+        Ok(true)
+    }
+
+    fn born_here(&self, tid: u32) -> bool {
+        self.live.tids.contains_key(&tid)
+    }
+
+    /// At a syscall-entry stop: check, then emulate or execute.
+    fn syscall(
+        &mut self,
+        e: &Event,
+        sc: &Syscall,
+        tid: u32,
+        regs: Regs,
+    ) -> Result<bool, ReplayError> {
+        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+        let got = regs.orig_rax as u32;
+        let n = sc.args.as_slice().len();
+        if got != sc.nr || args[..n] != *sc.args.as_slice() {
+            self.diverge(
+                Some(e.seq),
+                e.tid,
+                call_text(sc.nr, sc.args.as_slice()),
+                call_text(got, &args[..n]),
+            );
+            return Ok(false);
+        }
+        self.compare_inputs(sc, tid)?;
+        if sc.flags & tracelog::SYSCALL_NO_RETURN != 0 {
+            // exit / exit_group: run it for real.
+            let group = sc.nr == nr::EXIT_GROUP || self.live.tids.len() == 1;
+            let status = self.drv.execute_exit(tid, group)?;
+            if group {
+                self.exit_status = status.or(Some((sc.args.as_slice()[0] as i32 & 0xff, 0)));
+            }
+            self.live.tids.remove(&e.tid);
+            self.live.forget_thread(tid);
+            self.exited.push(e.tid);
+            return Ok(true);
+        }
+        if sc.ret < 0 && (-516..=-512).contains(&sc.ret) {
+            // Interrupted by the recorder's checkpoint: the thread stays at
+            // this syscall (the cut), as it did in the recording.
+            self.at_cut.push(e.tid);
+            return Ok(true);
+        }
+        let action = spec(sc.nr).action;
+        let result = match sc.nr {
+            12 => self.emulate_brk(tid, sc)?,            // brk
+            9 => self.execute_mmap(tid, regs, sc)?,      // mmap
+            25 => self.execute_fixed(tid, regs, sc, 4)?, // mremap: force MREMAP_FIXED
+            nr::CLONE | nr::CLONE3 => self.execute_clone(e, sc, tid, regs)?,
+            nr::FORK | nr::VFORK => {
+                self.out.notes.push(format!("process {} forked inside the epoch: the child is replayed from the next checkpoint", sc.ret));
+                self.drv.emulate(tid, sc.ret)?
+            }
+            nr::EXECVE | nr::EXECVEAT => {
+                self.out
+                    .notes
+                    .push("the process exec'd inside the epoch: replayed up to the exec".into());
+                self.drv.emulate(tid, sc.ret)?;
+                return Ok(false);
+            }
+            // rseq (the kernel would write CPU numbers), set_tid_address
+            // (returns the recorded tid): emulated.
+            334 | 218 => self.drv.emulate(tid, sc.ret)?,
+            _ if action == ACTION_EXECUTE => self.drv.execute(tid)?,
+            _ => self.drv.emulate(tid, sc.ret)?,
+        };
+        if result != sc.ret {
+            self.diverge(
+                Some(e.seq),
+                e.tid,
+                format!("{} = {}", call_text(sc.nr, sc.args.as_slice()), sc.ret),
+                format!("= {result}"),
+            );
+            return Ok(false);
+        }
+        if action != ACTION_EXECUTE || sc.nr == 13 || sc.nr == 14 || sc.nr == 131 {
+            self.write_outputs(sc, tid)?;
+        }
+        self.track_fds(sc);
+        Ok(true)
+    }
+
+    /// Bytes the program gave the kernel (write buffers, paths) must be
+    /// what the recorded program gave.
+    fn compare_inputs(&mut self, sc: &Syscall, tid: u32) -> Result<(), ReplayError> {
+        for o in sc.outputs.iter().filter(|o| o.arg >= SLOT_INPUT) {
+            let mut buf = vec![0u8; o.data.len()];
+            let n = self.live.read_memory(o.addr, &mut buf).unwrap_or(0);
+            if n != buf.len() || buf[..] != o.data[..] {
+                self.out.output_mismatches += 1;
+                let _ = tid;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_outputs(&mut self, sc: &Syscall, _tid: u32) -> Result<(), ReplayError> {
+        for o in sc
+            .outputs
+            .iter()
+            .filter(|o| o.arg < SLOT_INPUT && !o.data.is_empty())
+        {
+            self.live.write_memory(o.addr, &o.data)?;
+        }
+        Ok(())
+    }
+
+    fn track_fds(&mut self, sc: &Syscall) {
+        match sc.nr {
+            2 | 257 | 437 if sc.ret >= 0 => {
+                if let Some(o) = sc.outputs.iter().find(|o| o.arg >= SLOT_INPUT) {
+                    let p = o.data.strip_suffix(&[0]).unwrap_or(&o.data);
+                    self.fds
+                        .insert(sc.ret, String::from_utf8_lossy(p).into_owned());
+                }
+            }
+            3 => {
+                self.fds.remove(&(sc.args.as_slice()[0] as i64));
+            }
+            _ => {}
+        }
+    }
+
+    /// brk cannot move the kernel's break here (that needs
+    /// CAP_SYS_RESOURCE): map or unmap the heap's growth ourselves.
+    fn emulate_brk(&mut self, tid: u32, sc: &Syscall) -> Result<i64, ReplayError> {
+        let new = sc.ret as u64;
+        if let Some(cur) = self.brk {
+            let (cur_end, new_end) = (page_up(cur), page_up(new));
+            if new_end > cur_end {
+                self.drv.inject(
+                    tid,
+                    self.live.scratch,
+                    9,
+                    [cur_end, new_end - cur_end, 3, 0x32, u64::MAX, 0],
+                )?;
+            } else if new_end < cur_end {
+                self.drv.inject(
+                    tid,
+                    self.live.scratch,
+                    11,
+                    [new_end, cur_end - new_end, 0, 0, 0, 0],
+                )?;
+            }
+        }
+        self.brk = Some(new);
+        self.drv.emulate(tid, sc.ret)
+    }
+
+    /// mmap at the recorded address; a file mapping maps the trace's copy.
+    fn execute_mmap(&mut self, tid: u32, regs: Regs, sc: &Syscall) -> Result<i64, ReplayError> {
+        const MAP_FIXED: u64 = 0x10;
+        const MAP_ANONYMOUS: u64 = 0x20;
+        if sc.ret < 0 {
+            return self.drv.emulate(tid, sc.ret);
+        }
+        let mut r = regs;
+        r.rdi = sc.ret as u64;
+        r.r10 |= MAP_FIXED;
+        r.r10 &= !0x10_0000; // MAP_FIXED_NOREPLACE
+        let file = r.r10 & MAP_ANONYMOUS == 0 && (r.r8 as i64) >= 0;
+        let mut opened = None;
+        if file {
+            let path = self.fds.get(&(r.r8 as i64)).cloned();
+            let copy = path.as_deref().and_then(|p| self.file_copy(p));
+            let Some(copy) = copy else {
+                return Ok(i64::MIN); // reported as a divergence by the caller
+            };
+            let fd = self.open_file(tid, &copy)?;
+            r.r8 = fd as u64;
+            opened = Some(fd);
+        }
+        let got = self.drv.execute_with(tid, r)?;
+        if let Some(fd) = opened {
+            self.drv
+                .inject(tid, self.live.scratch, 3, [fd as u64, 0, 0, 0, 0, 0])?;
+        }
+        Ok(got)
+    }
+
+    /// Opens `path` (a file of the replayer's) inside the replayed process.
+    fn open_file(&mut self, tid: u32, path: &std::path::Path) -> Result<i64, ReplayError> {
+        let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
+        bytes.push(0);
+        let at = self.live.scratch + 0x800;
+        if bytes.len() > 0x800 {
+            return Err(ReplayError::UnexpectedStop {
+                tid,
+                status: "path too long".into(),
+                during: "opening a file copy",
+            });
+        }
+        self.live.write_memory(at, &bytes)?;
+        const AT_FDCWD: u64 = -100i64 as u64;
+        const O_RDONLY_CLOEXEC: u64 = 0o2000000;
+        let fd = self.drv.inject(
+            tid,
+            self.live.scratch,
+            257,
+            [AT_FDCWD, at, O_RDONLY_CLOEXEC, 0, 0, 0],
+        )?;
+        if fd < 0 {
+            return Err(ReplayError::Injected {
+                what: format!("openat({})", path.display()),
+                tid,
+                errno: std::io::Error::from_raw_os_error(-fd as i32),
+            });
+        }
+        Ok(fd)
+    }
+
+    /// A copy of the file at `path` in the trace, from any checkpoint's map.
+    fn file_copy(&self, path: &str) -> Option<std::path::PathBuf> {
+        if let Some(p) = self
+            .trace
+            .meta()
+            .files
+            .get(path)
+            .and_then(|h| self.trace.file_path(h))
+        {
+            return Some(p);
+        }
+        for info in self.trace.checkpoints() {
+            let Ok(cp) = self.trace.checkpoint(info.epoch) else {
+                continue;
+            };
+            for p in &cp.processes {
+                if let Some(h) = p
+                    .maps
+                    .iter()
+                    .find(|m| m.path == path)
+                    .and_then(|m| m.file.clone())
+                {
+                    return self.trace.file_path(&h);
+                }
+            }
+        }
+        None
+    }
+
+    /// mremap: move to the recorded address if it moved.
+    fn execute_fixed(
+        &mut self,
+        tid: u32,
+        regs: Regs,
+        sc: &Syscall,
+        _flag_arg: usize,
+    ) -> Result<i64, ReplayError> {
+        const MREMAP_MAYMOVE: u64 = 1;
+        const MREMAP_FIXED: u64 = 2;
+        let mut r = regs;
+        if sc.ret >= 0 && sc.ret as u64 != r.rdi {
+            r.r10 |= MREMAP_MAYMOVE | MREMAP_FIXED;
+            r.r8 = sc.ret as u64;
+        }
+        self.drv.execute_with(tid, r)
+    }
+
+    /// A new thread: run clone for real, map its recorded tid to the live one.
+    fn execute_clone(
+        &mut self,
+        e: &Event,
+        sc: &Syscall,
+        tid: u32,
+        regs: Regs,
+    ) -> Result<i64, ReplayError> {
+        const CLONE_THREAD: u64 = 0x10000;
+        let flags = if sc.nr == nr::CLONE {
+            regs.rdi
+        } else {
+            sc.outputs
+                .iter()
+                .find(|o| o.arg == SLOT_INPUT && o.data.len() >= 8)
+                .map(|o| u64::from_le_bytes(o.data[..8].try_into().expect("8")))
+                .unwrap_or(0)
+        };
+        if flags & CLONE_THREAD == 0 {
+            self.out.notes.push(format!(
+                "process {} created inside the epoch: replayed from the next checkpoint",
+                sc.ret
+            ));
+            return self.drv.emulate(tid, sc.ret);
+        }
+        let child = self.drv.execute_clone(tid)?;
+        self.live.tids.insert(sc.ret as u32, child);
+        self.live.adopt_thread(child);
+        let _ = e;
+        // The live kernel returned the live tid; the program must see the
+        // recorded one.
+        self.drv.set_return(tid, sc.ret)?;
+        Ok(sc.ret)
+    }
+
+    /// After the log: bring every thread to where the next checkpoint caught
+    /// it, then compare registers and memory.
+    fn check_against(&mut self, k1: u32) -> Result<(), ReplayError> {
+        let cp = self
+            .trace
+            .checkpoint(k1)
+            .map_err(|source| ReplayError::Trace { epoch: k1, source })?;
+        let Some(p) = cp.processes.iter().find(|p| p.pid == self.pid) else {
+            self.out
+                .notes
+                .push("the process is not in the next checkpoint".into());
+            return Ok(());
+        };
+        let mut in_syscall = Vec::new();
+        for t in &p.threads {
+            let Some(tid) = self.live_tid(t.tid) else {
+                self.out
+                    .differences
+                    .push(format!("thread {} missing", t.tid));
+                continue;
+            };
+            let rip = t.regs[16];
+            if t.syscall.is_some() {
+                in_syscall.push(t.tid);
+                if self.at_cut.contains(&t.tid) {
+                    continue;
+                }
+                match self.drv.run_to_syscall(tid, TIME_SLICE)? {
+                    Stop::SyscallEntry(_) => {}
+                    other => self.diverge(
+                        None,
+                        t.tid,
+                        format!("blocked in syscall {:?} at the checkpoint", t.syscall),
+                        format!("{other:?}"),
+                    ),
+                }
+            } else {
+                let live = &*self.live;
+                let poke = |a: u64, d: &[u8]| live.write_memory(a, d);
+                let peek = |a: u64| {
+                    let mut b = [0u8; 1];
+                    live.read_memory(a, &mut b).map(|_| b[0])
+                };
+                match self
+                    .drv
+                    .run_to_state(tid, &t.regs, TIME_SLICE, &poke, &peek)?
+                {
+                    Stop::SyscallEntry(r) => self.diverge(
+                        None,
+                        t.tid,
+                        format!("user code at {rip:#x}"),
+                        format!("a syscall ({})", call_text(r.orig_rax as u32, &[])),
+                    ),
+                    Stop::Timeout => self.diverge(
+                        None,
+                        t.tid,
+                        format!("reach {rip:#x} with the checkpoint's registers"),
+                        "not reached".into(),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        if self.out.divergence.is_some() {
+            return Ok(());
+        }
+        let mut ignore: Vec<(u64, u64)> = self
+            .known
+            .rseq
+            .iter()
+            .map(|&(a, l)| (a, a + l.max(32)))
+            .collect();
+        // Below a thread's stack pointer (and its red zone) is dead memory.
+        for t in &p.threads {
+            let sp = t.regs[19].saturating_sub(128);
+            if let Some(m) = p.maps.iter().find(|m| m.start <= sp && sp < m.end) {
+                ignore.push((m.start, sp & !4095));
+            }
+        }
+        let diffs = compare(self.trace, k1, self.pid, &*self.live, &ignore)?;
+        for d in diffs {
+            // A thread stopped at a syscall entry has rax = -ENOSYS where the
+            // recording's was interrupted with -ERESTART*.
+            if let Difference::Register {
+                tid, name: "rax", ..
+            } = &d
+            {
+                if in_syscall.contains(tid) {
+                    continue;
+                }
+            }
+            self.out.differences.push(d.to_string());
+        }
+        Ok(())
+    }
+}
+
+fn page_up(a: u64) -> u64 {
+    (a + 4095) & !4095
+}
+
+/// All processes of epoch `epoch`.
+pub fn processes_of(trace: &Trace, epoch: u32) -> Result<Vec<u32>, ReplayError> {
+    let cp = trace
+        .checkpoint(epoch)
+        .map_err(|source| ReplayError::Trace { epoch, source })?;
+    Ok(cp.processes.iter().map(|p| p.pid).collect())
+}
