@@ -107,20 +107,25 @@ fn count_loss(which: u32) {
     }
 }
 
+/// Data records do not wake the daemon (BPF_RB_NO_WAKEUP): a wakeup costs
+/// the target more than the record itself, and the daemon drains the data
+/// rings on a short timer anyway. Lifecycle records do wake it.
+const DATA_FLAGS: u64 = 1;
+
 /// Writes `len` bytes at `ptr` into this CPU's data ring.
 #[inline(always)]
 fn data_out(cpu: u32, ptr: *const u8, len: usize) -> bool {
     // SAFETY: callers pass a pointer to `len` readable bytes.
     let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
     let r = match cpu & (DATA_RINGS - 1) {
-        0 => DATA0.output::<[u8]>(bytes, 0),
-        1 => DATA1.output::<[u8]>(bytes, 0),
-        2 => DATA2.output::<[u8]>(bytes, 0),
-        3 => DATA3.output::<[u8]>(bytes, 0),
-        4 => DATA4.output::<[u8]>(bytes, 0),
-        5 => DATA5.output::<[u8]>(bytes, 0),
-        6 => DATA6.output::<[u8]>(bytes, 0),
-        _ => DATA7.output::<[u8]>(bytes, 0),
+        0 => DATA0.output::<[u8]>(bytes, DATA_FLAGS),
+        1 => DATA1.output::<[u8]>(bytes, DATA_FLAGS),
+        2 => DATA2.output::<[u8]>(bytes, DATA_FLAGS),
+        3 => DATA3.output::<[u8]>(bytes, DATA_FLAGS),
+        4 => DATA4.output::<[u8]>(bytes, DATA_FLAGS),
+        5 => DATA5.output::<[u8]>(bytes, DATA_FLAGS),
+        6 => DATA6.output::<[u8]>(bytes, DATA_FLAGS),
+        _ => DATA7.output::<[u8]>(bytes, DATA_FLAGS),
     };
     if r.is_err() {
         count_loss(LOSS_RING_FULL);
@@ -235,7 +240,15 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         nr,
         args,
     };
-    let _ = ENTER.insert(&tid, &e, 0);
+    // Overwrite the thread's slot in place when it has one: a hash update
+    // costs far more than a store.
+    match ENTER.get_ptr_mut(&tid) {
+        // SAFETY: the slot is this thread's own; no one else writes it.
+        Some(slot) => unsafe { *slot = e },
+        None => {
+            let _ = ENTER.insert(&tid, &e, 0);
+        }
+    }
     0
 }
 
@@ -575,11 +588,24 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(1);
     let mut hdr = header(REC_SYSCALL, pid_tgid);
     let mut flags = 0u32;
-    // SAFETY: the entry is this thread's own, copied out at once.
-    let entered = unsafe { ENTER.get(&tid).copied() };
-    let regs = read_regs(ctx.arg::<*const PtRegs>(0));
+    let slot = ENTER.get_ptr_mut(&tid);
+    // SAFETY: the slot is this thread's own, copied out at once.
+    let entered = slot.map(|p| unsafe { *p }).filter(|e| e.time_ns != 0);
+    if let Some(p) = slot {
+        // Consumed: a later exit without an entry must not reuse it.
+        // SAFETY: as above.
+        unsafe { (*p).time_ns = 0 };
+    }
+    let nr_hint = entered.map(|e| e.nr as u32).unwrap_or(u32::MAX);
+    // The saved registers are only needed when the entry was not seen, or
+    // for the new stack after an exec.
+    let regs = if entered.is_none() || nr_hint == nr::EXECVE || nr_hint == nr::EXECVEAT {
+        read_regs(ctx.arg::<*const PtRegs>(0))
+    } else {
+        None
+    };
     let (nr, enter_ns, args) = match (entered, regs) {
-        (Some(e), _) if e.time_ns != 0 => (e.nr as u32, e.time_ns, e.args),
+        (Some(e), _) => (e.nr as u32, e.time_ns, e.args),
         (_, Some(r)) => {
             let nr = r.orig_ax as u32;
             // A new thread or process starts life returning 0 from the
@@ -593,14 +619,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         }
         _ => return 0,
     };
-    if entered.is_some() {
-        let cleared = Enter {
-            time_ns: 0,
-            nr: 0,
-            args: [0; 6],
-        };
-        let _ = ENTER.insert(&tid, &cleared, 0);
-    }
     let spec = SPECS.get(nr % TABLE_SIZE).copied().unwrap_or_default();
     if let Some(segs) = SEGS.get_ptr_mut(0) {
         // SAFETY: this CPU's scratch, used only while this program runs.
@@ -612,8 +630,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             if let Some(r) = regs {
                 plan_exec_argv(r.sp, segs);
             }
-        } else {
+        } else if spec.nouts != 0 {
             plan_outputs(&spec, &args, ret, segs);
+        } else {
+            segs.n = 0;
         }
         if segs.n != 0 && !copy_segments(&hdr, segs) {
             flags |= SC_INCOMPLETE_COPY;
