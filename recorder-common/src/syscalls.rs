@@ -420,6 +420,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (437, emu(4, &[path(1)])),                              // openat2
     (439, emu(4, &[path(1)])),                              // faccessat2
     (441, emu(6, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_pwait2
+    (PSEUDO_RDTSC, emu(1, &[])),                            // rdtsc (pseudo)
 ];
 
 /// The row for syscall `nr`.
@@ -430,8 +431,17 @@ pub fn spec(nr: u32) -> SyscallSpec {
     }
 }
 
+/// Pseudo-syscall: a `rdtsc`/`rdtscp` the supervisor trapped and answered
+/// (the target runs with PR_SET_TSC = PR_TSC_SIGSEGV). Logged as a syscall
+/// event: `ret` is the counter value, `args[0]` is TSC_AUX for `rdtscp`
+/// and `u64::MAX` for `rdtsc`. Replay answers the same instruction with it.
+pub const PSEUDO_RDTSC: u32 = 1000;
+
 /// The syscall's name, or `None` for a number this table does not name.
 pub fn name(nr: u32) -> Option<&'static str> {
+    if nr == PSEUDO_RDTSC {
+        return Some("rdtsc");
+    }
     NAMES.get(nr as usize).copied().filter(|n| !n.is_empty())
 }
 
@@ -439,6 +449,9 @@ pub fn name(nr: u32) -> Option<&'static str> {
 pub fn number(name: &str) -> Option<u32> {
     if name.is_empty() {
         return None;
+    }
+    if name == "rdtsc" {
+        return Some(PSEUDO_RDTSC);
     }
     NAMES.iter().position(|n| *n == name).map(|i| i as u32)
 }

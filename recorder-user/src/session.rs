@@ -91,6 +91,9 @@ impl AsRawFd for EpollFd {
 /// Invariant: well below `order::HOLD_NS`, so the orderer's hold covers it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
 
+/// The orderer's queue for events the supervisor makes (after the rings).
+const SUPERVISOR_SOURCE: usize = recorder_common::DATA_RINGS as usize + 1;
+
 /// After the launched command is reaped, how long to wait for exit events of
 /// threads the recorder still believes alive before finalising anyway.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -465,6 +468,32 @@ impl State {
             Report::Warning(w) => {
                 eprintln!("\r\x1b[Kuniplay: warning: {w}");
                 self.warnings.push(w);
+            }
+            Report::Rdtsc {
+                pid,
+                tid,
+                time_ns,
+                value,
+                aux,
+            } => {
+                // Logged as a pseudo-syscall, in time order with the rest.
+                let e = Event {
+                    seq: 0,
+                    epoch: 0,
+                    time_ns,
+                    cpu: 0,
+                    pid,
+                    tid,
+                    kind: EventKind::Syscall(tracelog::Syscall {
+                        nr: recorder_common::PSEUDO_RDTSC,
+                        args: tracelog::Args::new(&[aux]),
+                        ret: value as i64,
+                        enter_ns: time_ns,
+                        flags: 0,
+                        outputs: Vec::new(),
+                    }),
+                };
+                self.orderer.push(SUPERVISOR_SOURCE, e);
             }
         }
         None

@@ -81,6 +81,15 @@ pub enum Report {
     RootExited(ExitStatus),
     /// Something went wrong that the user should know about; recording goes on.
     Warning(String),
+    /// A trapped `rdtsc`/`rdtscp` the supervisor answered with `value`
+    /// (`aux`: TSC_AUX for rdtscp, `u64::MAX` for rdtsc).
+    Rdtsc {
+        pid: u32,
+        tid: u32,
+        time_ns: u64,
+        value: u64,
+        aux: u64,
+    },
 }
 
 /// Handle on the supervisor thread.
@@ -162,6 +171,8 @@ struct Proc {
     hashes: HashMap<u64, u128>,
     /// vDSO already patched for the current image.
     patched: bool,
+    /// The process's memory, kept open for trapped instructions.
+    mem: Option<Mem>,
 }
 
 struct State {
@@ -181,6 +192,8 @@ struct State {
     files: HashMap<(String, u64), String>,
     /// Checkpoint attempts given up because a thread would not stop.
     skipped: u64,
+    /// Threads whose `rdtsc` traps (PR_SET_TSC; inherited by new threads).
+    tsc_trapped: HashSet<u32>,
 }
 
 impl State {
@@ -205,6 +218,7 @@ impl State {
             writer,
             files: HashMap::new(),
             skipped: 0,
+            tsc_trapped: HashSet::new(),
         }
     }
 
@@ -306,8 +320,11 @@ impl State {
                     return;
                 }
                 self.ensure_known(tid);
-                // Signal-delivery-stop: deliver it, as without us.
-                let _ = pt::cont(tid, Some(sig as i32));
+                // Signal-delivery-stop: deliver it, as without us (unless it
+                // is a trapped rdtsc, which we answer).
+                let sig = sig as i32;
+                let deliver = !(sig == libc::SIGSEGV && self.answer_rdtsc(tid));
+                let _ = pt::cont(tid, deliver.then_some(sig));
             }
             WaitStatus::PtraceSyscall(p) => {
                 let _ = pt::cont(p.as_raw() as u32, None);
@@ -351,6 +368,10 @@ impl State {
         }
         let ppid = self.tracees.get(&parent).map(|t| t.pid).unwrap_or(parent);
         let pid = if thread { ppid } else { child };
+        if self.tsc_trapped.contains(&parent) {
+            // PR_SET_TSC is inherited by new threads and processes.
+            self.tsc_trapped.insert(child);
+        }
         self.tracees
             .entry(child)
             .or_insert(Tracee { pid, stop: None })
@@ -366,6 +387,7 @@ impl State {
                     syscall_insn: insn,
                     hashes: HashMap::new(),
                     patched,
+                    mem: None,
                 },
             );
         }
@@ -540,14 +562,110 @@ impl State {
     }
 
     fn resume_all(&mut self) {
-        for (&tid, t) in self.tracees.iter_mut() {
-            let _ = match t.stop.take() {
+        let stops: Vec<(u32, Option<Stop>)> = self
+            .tracees
+            .iter_mut()
+            .map(|(&tid, t)| (tid, t.stop.take()))
+            .collect();
+        for (tid, stop) in stops {
+            let _ = match stop {
                 Some(Stop::Group) => pt::listen(tid),
+                Some(Stop::Signal(libc::SIGSEGV)) if self.answer_rdtsc(tid) => pt::cont(tid, None),
                 Some(Stop::Signal(sig)) => pt::cont(tid, Some(sig)),
                 Some(_) => pt::cont(tid, None),
                 None => Ok(()),
             };
         }
+    }
+
+    /// A thread stopped with SIGSEGV: if it is at `rdtsc` or `rdtscp` (which
+    /// trap under PR_TSC_SIGSEGV), runs the instruction for it, logs the
+    /// value and returns true.
+    fn answer_rdtsc(&mut self, tid: u32) -> bool {
+        let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
+            return false;
+        };
+        let Ok(mut r) = pt::getregs(tid) else {
+            return false;
+        };
+        let proc = self.procs.entry(pid).or_default();
+        if proc.mem.is_none() {
+            proc.mem = Mem::open(pid).ok();
+        }
+        let Some(mem) = &proc.mem else { return false };
+        let mut insn = [0u8; 3];
+        if mem.read(r.rip, &mut insn).unwrap_or(0) < 2 {
+            return false;
+        }
+        let (len, value, aux) = match insn {
+            // SAFETY: rdtsc has no preconditions.
+            [0x0f, 0x31, _] => (2, unsafe { core::arch::x86_64::_rdtsc() }, None),
+            [0x0f, 0x01, 0xf9] => {
+                let mut aux = 0u32;
+                // SAFETY: rdtscp writes TSC_AUX into `aux`, a valid u32.
+                let v = unsafe { core::arch::x86_64::__rdtscp(&mut aux) };
+                (3, v, Some(aux))
+            }
+            _ => return false,
+        };
+        r.rax = value & 0xffff_ffff;
+        r.rdx = value >> 32;
+        if let Some(a) = aux {
+            r.rcx = a as u64;
+        }
+        r.rip += len;
+        if pt::setregs(tid, r).is_err() {
+            return false;
+        }
+        let _ = self.reports.send(Report::Rdtsc {
+            pid,
+            tid,
+            time_ns: sys::monotonic_ns(),
+            value,
+            aux: aux.map_or(u64::MAX, u64::from),
+        });
+        true
+    }
+
+    /// Makes `rdtsc` trap in `tid` (a thread in an interrupt-stop), so the
+    /// supervisor can log what it reads.
+    fn trap_tsc(&mut self, pid: u32, tid: u32) {
+        const PR_SET_TSC: u64 = 26;
+        const PR_TSC_SIGSEGV: u64 = 2;
+        match self.inject_call(pid, tid, 157, [PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0, 0]) {
+            Ok(_) => {
+                self.tsc_trapped.insert(tid);
+            }
+            Err(e) => self.warn(format!(
+                "thread {tid}: rdtsc cannot be trapped ({e}); its reads are not recorded"
+            )),
+        }
+    }
+
+    /// Runs one syscall of our own in `tid` (in an interrupt-stop) and puts
+    /// its registers back; its events are not recorded.
+    fn inject_call(&mut self, pid: u32, tid: u32, nr: u64, args: [u64; 6]) -> Result<u32, String> {
+        let insn = self
+            .procs
+            .get(&pid)
+            .and_then(|p| p.syscall_insn)
+            .ok_or("no syscall instruction found")?;
+        let saved = pt::getregs(tid).map_err(|e| e.to_string())?;
+        let mut r = saved;
+        r.rip = insn;
+        r.rax = nr;
+        r.orig_rax = u64::MAX;
+        (r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) =
+            (args[0], args[1], args[2], args[3], args[4], args[5]);
+        self.pause(tid, true);
+        let result = self.run_injected(tid, r, false);
+        if result.is_err() {
+            self.force_stop(tid);
+        }
+        let restore = pt::setregs(tid, restart_fixup(saved));
+        self.pause(tid, false);
+        restore.map_err(|e| e.to_string())?;
+        result
     }
 
     fn detach_all(&mut self) {
@@ -702,6 +820,12 @@ impl State {
             .map(|(&t, _)| t)
             .collect();
         tids.sort();
+        for &tid in &tids {
+            if !self.tsc_trapped.contains(&tid) && self.tracees[&tid].stop == Some(Stop::Interrupt)
+            {
+                self.trap_tsc(pid, tid);
+            }
+        }
         for &tid in &tids {
             let regs = pt::getregs(tid).map_err(|e| format!("registers of {tid}: {e}"))?;
             let words = regs_words(&regs);

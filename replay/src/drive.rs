@@ -189,6 +189,14 @@ impl Driver {
         Ok(ret)
     }
 
+    pub fn regs(&self, tid: u32) -> Result<Regs, ReplayError> {
+        sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))
+    }
+
+    pub fn set_regs(&self, tid: u32, r: Regs) -> Result<(), ReplayError> {
+        sys::setregs(tid, r).map_err(err("PTRACE_SETREGS", tid))
+    }
+
     pub fn set_return(&self, tid: u32, ret: i64) -> Result<(), ReplayError> {
         let mut r = sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?;
         r.rax = ret as u64;

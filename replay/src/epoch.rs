@@ -286,6 +286,13 @@ impl Run<'_> {
             self.brk = p.maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
         }
         let tids: Vec<(u32, u32)> = self.live.tids.iter().map(|(&r, &l)| (r, l)).collect();
+        for &(_, live) in &tids {
+            // rdtsc traps, so the logged values can be handed back.
+            const PR_SET_TSC: u64 = 26;
+            const PR_TSC_SIGSEGV: u64 = 2;
+            self.live
+                .inject(live, 157, [PR_SET_TSC, PR_TSC_SIGSEGV, 0, 0, 0, 0])?;
+        }
         for (rec, live) in tids {
             if let Some(&addr) = self.known.clear_child_tid.get(&rec) {
                 self.live.inject(live, 218, [addr, 0, 0, 0, 0, 0])?;
@@ -323,6 +330,12 @@ impl Run<'_> {
                 sent.push(sig as i32);
             }
             let mut stop = self.drv.run_to_syscall(tid, TIME_SLICE)?;
+            if sc.nr == recorder_common::PSEUDO_RDTSC {
+                if !self.rdtsc(&e, sc, tid, stop)? {
+                    return Ok(false);
+                }
+                continue;
+            }
             while let Stop::Signal(sig) = stop {
                 let Some(i) = sent.iter().position(|&s| s == sig) else {
                     break;
@@ -377,6 +390,55 @@ impl Run<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// The thread must be at a trapped rdtsc/rdtscp: answer it with the
+    /// logged value.
+    fn rdtsc(
+        &mut self,
+        e: &Event,
+        sc: &Syscall,
+        tid: u32,
+        stop: Stop,
+    ) -> Result<bool, ReplayError> {
+        let want = if sc.args.as_slice().first() == Some(&u64::MAX) {
+            "rdtsc"
+        } else {
+            "rdtscp"
+        };
+        let got = match stop {
+            Stop::Signal(libc::SIGSEGV) => {
+                let mut r = self.drv.regs(tid)?;
+                let mut insn = [0u8; 3];
+                let _ = self.live.read_memory(r.rip, &mut insn);
+                let len = match insn {
+                    [0x0f, 0x31, _] if want == "rdtsc" => 2,
+                    [0x0f, 0x01, 0xf9] if want == "rdtscp" => 3,
+                    _ => {
+                        self.diverge(
+                            Some(e.seq),
+                            e.tid,
+                            want.into(),
+                            format!("SIGSEGV at {:#x}", r.rip),
+                        );
+                        return Ok(false);
+                    }
+                };
+                let v = sc.ret as u64;
+                r.rax = v & 0xffff_ffff;
+                r.rdx = v >> 32;
+                if len == 3 {
+                    r.rcx = sc.args.as_slice()[0];
+                }
+                r.rip += len;
+                self.drv.set_regs(tid, r)?;
+                return Ok(true);
+            }
+            Stop::SyscallEntry(r) => call_text(r.orig_rax as u32, &[]),
+            other => format!("{other:?}"),
+        };
+        self.diverge(Some(e.seq), e.tid, want.into(), got);
+        Ok(false)
     }
 
     fn born_here(&self, tid: u32) -> bool {
