@@ -400,6 +400,7 @@ impl State {
         self.tracees.insert(tid, Tracee { pid, stop: None });
         self.procs.insert(pid, Proc::default());
         self.patch_vdso(pid);
+        self.tsc_trapped.remove(&tid);
         if self.awaiting_exec && Some(pid) == self.opts.launch_root {
             // Checkpoint 0 right before the program's first instruction:
             // let execve return, stop on the way to user mode.
@@ -413,6 +414,21 @@ impl State {
             return;
         }
         let _ = pt::cont(tid, None);
+    }
+
+    /// A `syscall` instruction in `pid`'s current vDSO (checked against its
+    /// map: an image whose exec we missed has moved it).
+    fn syscall_insn(&mut self, pid: u32) -> Result<u64, String> {
+        let range = sys::vdso_range(pid).ok_or("the process has no vDSO")?;
+        let known = self.procs.get(&pid).and_then(|p| p.syscall_insn);
+        if let Some(i) = known.filter(|&i| range.0 <= i && i + 2 <= range.1) {
+            return Ok(i);
+        }
+        self.patch_vdso(pid);
+        self.procs
+            .get(&pid)
+            .and_then(|p| p.syscall_insn)
+            .ok_or_else(|| "no syscall instruction found".to_string())
     }
 
     /// Patches the vDSO time functions of `pid` into real syscalls.
@@ -483,6 +499,24 @@ impl State {
         pending.into_iter().collect()
     }
 
+    /// Puts a thread's registers back after an injection. After a failed
+    /// one the thread may still be inside (or at the entry of) the injected
+    /// syscall: stop it, and cancel that syscall (`orig_rax = -1`) so that
+    /// resuming runs nothing of ours, only the thread's own restarted code.
+    fn restore_after_injection(
+        &mut self,
+        tid: u32,
+        saved: Regs,
+        failed: bool,
+    ) -> std::io::Result<()> {
+        let mut r = restart_fixup(saved);
+        if failed {
+            self.force_stop(tid);
+            r.orig_rax = u64::MAX;
+        }
+        pt::setregs(tid, r)
+    }
+
     /// Stops a thread that is running an injection gone wrong.
     fn force_stop(&mut self, tid: u32) {
         let _ = pt::interrupt(tid);
@@ -536,9 +570,22 @@ impl State {
                         self.tracees.get_mut(&tid).expect("known").stop = Some(Stop::Event);
                         return out;
                     }
+                    libc::PTRACE_EVENT_EXEC => {
+                        // A new image: new vDSO, no page history.
+                        let pid = sys::tgid_of(tid).unwrap_or(tid);
+                        self.tracees.retain(|t, tr| tr.pid != pid || *t == tid);
+                        self.procs.insert(pid, Proc::default());
+                        self.patch_vdso(pid);
+                        // Trap rdtsc again at the next checkpoint, whatever
+                        // exec did to the flag.
+                        self.tsc_trapped.remove(&tid);
+                        Stop::Event
+                    }
                     _ => Stop::Event,
                 };
-                self.tracees.get_mut(&tid).expect("known").stop = Some(stop);
+                if let Some(t) = self.tracees.get_mut(&tid) {
+                    t.stop = Some(stop);
+                }
                 vec![tid]
             }
             WaitStatus::Stopped(p, sig) => {
@@ -645,11 +692,7 @@ impl State {
     /// Runs one syscall of our own in `tid` (in an interrupt-stop) and puts
     /// its registers back; its events are not recorded.
     fn inject_call(&mut self, pid: u32, tid: u32, nr: u64, args: [u64; 6]) -> Result<u32, String> {
-        let insn = self
-            .procs
-            .get(&pid)
-            .and_then(|p| p.syscall_insn)
-            .ok_or("no syscall instruction found")?;
+        let insn = self.syscall_insn(pid)?;
         let saved = pt::getregs(tid).map_err(|e| e.to_string())?;
         let mut r = saved;
         r.rip = insn;
@@ -659,10 +702,7 @@ impl State {
             (args[0], args[1], args[2], args[3], args[4], args[5]);
         self.pause(tid, true);
         let result = self.run_injected(tid, r, false);
-        if result.is_err() {
-            self.force_stop(tid);
-        }
-        let restore = pt::setregs(tid, restart_fixup(saved));
+        let restore = self.restore_after_injection(tid, saved, result.is_err());
         self.pause(tid, false);
         restore.map_err(|e| e.to_string())?;
         result
@@ -864,10 +904,10 @@ impl State {
         for m in maps.iter().filter(|m| stored(m) && m.perms.ends_with('s')) {
             pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
         }
-        let injector = tids
-            .iter()
-            .copied()
-            .find(|t| self.tracees[t].stop == Some(Stop::Interrupt));
+        let injector = tids.iter().copied().find(|t| {
+            std::env::var_os("UNIPLAY_NO_COW").is_none()
+                && self.tracees[t].stop == Some(Stop::Interrupt)
+        });
         let snap = match injector.map(|t| self.inject_snapshot(pid, t)) {
             Some(Ok(child)) => Snapshot::Child(child),
             Some(Err(e)) => {
@@ -925,11 +965,7 @@ impl State {
     /// it ever be resumed (e.g. if the recorder dies).
     fn inject_snapshot(&mut self, pid: u32, tid: u32) -> Result<u32, String> {
         const CLONE_PARENT: u64 = 0x8000;
-        let insn = self
-            .procs
-            .get(&pid)
-            .and_then(|p| p.syscall_insn)
-            .ok_or("no syscall instruction found")?;
+        let insn = self.syscall_insn(pid)?;
         let saved = pt::getregs(tid).map_err(|e| e.to_string())?;
         let mut r = saved;
         r.rip = insn;
@@ -942,12 +978,7 @@ impl State {
         r.r8 = 0;
         self.pause(tid, true);
         let result = self.run_injected(tid, r, true);
-        if result.is_err() {
-            // The thread may still be running the injection: stop it before
-            // its registers are put back, or it would return into our stub.
-            self.force_stop(tid);
-        }
-        let restore = pt::setregs(tid, restart_fixup(saved));
+        let restore = self.restore_after_injection(tid, saved, result.is_err());
         self.pause(tid, false);
         let child = result?;
         restore.map_err(|e| e.to_string())?;
@@ -980,15 +1011,27 @@ impl State {
         let mut child = None;
         pt::to_syscall(tid).map_err(|e| e.to_string())?;
         let mut entered = false;
+        let mut seen: Vec<String> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             if Instant::now() > deadline {
-                return Err("injected syscall did not finish".into());
+                let r = pt::getregs(tid);
+                return Err(format!(
+                    "injected syscall did not finish (thread {tid}: {}, entered: {entered}, child: {child:?}, seen {seen:?}, regs: {})",
+                    sys::task_state(tid).unwrap_or_else(|| "gone".into()),
+                    match r {
+                        Ok(r) => format!("rip {:#x} (set {:#x}) rax {:#x} orig_rax {:#x}", r.rip, regs.rip, r.rax, r.orig_rax as i64),
+                        Err(e) => e.to_string(),
+                    }
+                ));
             }
             let st = nix::sys::wait::waitpid(
                 nix::unistd::Pid::from_raw(tid as i32),
                 Some(nix::sys::wait::WaitPidFlag::__WALL | nix::sys::wait::WaitPidFlag::WNOHANG),
             );
+            if !matches!(st, Ok(WaitStatus::StillAlive)) && seen.len() < 4 {
+                seen.push(format!("{st:?}"));
+            }
             match st {
                 Ok(WaitStatus::StillAlive) => std::thread::yield_now(),
                 Ok(WaitStatus::PtraceSyscall(_)) if !entered => {

@@ -58,6 +58,15 @@ pub struct ProcessOutcome {
     pub notes: Vec<String>,
 }
 
+impl ProcessOutcome {
+    /// No divergence, no difference with the next checkpoint, same exit.
+    pub fn ok(&self) -> bool {
+        self.divergence.is_none()
+            && self.differences.is_empty()
+            && self.exit_status_match != Some(false)
+    }
+}
+
 /// The syscall events of one process in one epoch, in recorded order.
 #[derive(Debug, Default)]
 struct Log {
@@ -87,6 +96,11 @@ fn call_text(nr: u32, args: &[u64]) -> String {
 }
 
 /// Replays epoch `epoch` of process `pid` on CPU `cpu`.
+/// Replays epoch `epoch` of process `pid` on CPU `cpu`: first with each
+/// thread run only when the log says it makes its next syscall; if that
+/// diverges (threads that synchronise without syscalls can order their
+/// critical sections differently), once more from the checkpoint with each
+/// thread run ahead to its next syscall.
 pub fn replay_process(
     trace: &Trace,
     epoch: u32,
@@ -94,6 +108,29 @@ pub fn replay_process(
     cpu: Option<usize>,
     known: &Knowledge,
     watchdog: &Watchdog,
+) -> Result<ProcessOutcome, ReplayError> {
+    let first = replay_once(trace, epoch, pid, cpu, known, watchdog, false)?;
+    if first.ok() {
+        return Ok(first);
+    }
+    let mut second = replay_once(trace, epoch, pid, cpu, known, watchdog, true)?;
+    if second.ok() {
+        second.notes.push(
+            "verified on the second interleaving (threads run ahead to their next syscall)".into(),
+        );
+        return Ok(second);
+    }
+    Ok(first)
+}
+
+fn replay_once(
+    trace: &Trace,
+    epoch: u32,
+    pid: u32,
+    cpu: Option<usize>,
+    known: &Knowledge,
+    watchdog: &Watchdog,
+    eager: bool,
 ) -> Result<ProcessOutcome, ReplayError> {
     let log = load_log(trace, epoch, pid)?;
     let next = trace
@@ -123,6 +160,8 @@ pub fn replay_process(
         },
         exited: Vec::new(),
         at_cut: Vec::new(),
+        eager,
+        prerun: HashMap::new(),
         exit_status: None,
     };
     run.out.threads = run.live.tids.len();
@@ -235,7 +274,30 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
             _ => {}
         }
     }
+    hoist_clones(&mut log.order);
     Ok(log)
+}
+
+/// A new thread can run (and be logged) before the clone that made it
+/// returns in its parent. The clone's entry came first, so the replay runs
+/// the parent's clone just before the child's first event.
+fn hoist_clones(order: &mut VecDeque<Event>) {
+    let mut i = 0;
+    while i < order.len() {
+        let creator = match &order[i].kind {
+            EventKind::Syscall(s) if matches!(s.nr, nr::CLONE | nr::CLONE3) && s.ret > 0 => {
+                Some(s.ret as u32)
+            }
+            _ => None,
+        };
+        if let Some(child) = creator {
+            if let Some(first) = order.iter().take(i).position(|e| e.tid == child) {
+                let e = order.remove(i).expect("in range");
+                order.insert(first, e);
+            }
+        }
+        i += 1;
+    }
 }
 
 struct Run<'a> {
@@ -254,6 +316,10 @@ struct Run<'a> {
     exited: Vec<u32>,
     /// Recorded tids stopped at the syscall the next checkpoint caught them in.
     at_cut: Vec<u32>,
+    /// Interleaving: run each thread ahead to its next syscall.
+    eager: bool,
+    /// Where threads run ahead stopped (live tid).
+    prerun: HashMap<u32, Stop>,
     exit_status: Option<(i32, u32)>,
 }
 
@@ -329,7 +395,10 @@ impl Run<'_> {
                 self.drv.tgkill(tid, sig as i32)?;
                 sent.push(sig as i32);
             }
-            let mut stop = self.drv.run_to_syscall(tid, TIME_SLICE)?;
+            let mut stop = match (sent.is_empty(), self.prerun.remove(&tid)) {
+                (true, Some(stop)) => stop,
+                _ => self.drv.run_to_syscall(tid, TIME_SLICE)?,
+            };
             if sc.nr == recorder_common::PSEUDO_RDTSC {
                 if !self.rdtsc(&e, sc, tid, stop)? {
                     return Ok(false);
@@ -347,6 +416,17 @@ impl Run<'_> {
                 Stop::SyscallEntry(regs) => {
                     if !self.syscall(&e, sc, tid, regs)? {
                         return Ok(false);
+                    }
+                    // Eager interleaving: let the thread run its user code up
+                    // to its next syscall now, so what it does between
+                    // syscalls (an uncontended unlock, say) is visible to the
+                    // others, as it was when they ran at the same time.
+                    if self.eager
+                        && !self.at_cut.contains(&e.tid)
+                        && order.iter().any(|n| n.tid == e.tid)
+                    {
+                        let next = self.drv.run_to_syscall(tid, TIME_SLICE)?;
+                        self.prerun.insert(tid, next);
                     }
                 }
                 Stop::Exited(status) => {
@@ -455,8 +535,14 @@ impl Run<'_> {
     ) -> Result<bool, ReplayError> {
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let got = regs.orig_rax as u32;
-        let n = sc.args.as_slice().len();
-        if got != sc.nr || args[..n] != *sc.args.as_slice() {
+        // futex ignores the registers its operation does not use, and
+        // programs leave anything there.
+        let n = if sc.nr == nr::FUTEX {
+            3
+        } else {
+            sc.args.as_slice().len()
+        };
+        if got != sc.nr || args[..n] != sc.args.as_slice()[..n] {
             self.diverge(
                 Some(e.seq),
                 e.tid,
@@ -503,7 +589,18 @@ impl Run<'_> {
             }
             // rseq (the kernel would write CPU numbers), set_tid_address
             // (returns the recorded tid): emulated.
-            334 | 218 => self.drv.emulate(tid, sc.ret)?,
+            334 => {
+                // Registered, the kernel writes the CPU into cpu_id_start and
+                // cpu_id (glibc reads them to know registration worked): write
+                // the recorded CPU.
+                let a = sc.args.as_slice();
+                if sc.ret == 0 && a.len() >= 3 && a[2] == 0 {
+                    let cpu = e.cpu.to_le_bytes();
+                    self.live.write_memory(a[0], &[cpu, cpu].concat())?;
+                }
+                self.drv.emulate(tid, sc.ret)?
+            }
+            218 => self.drv.emulate(tid, sc.ret)?,
             _ if action == ACTION_EXECUTE => self.drv.execute(tid)?,
             _ => self.drv.emulate(tid, sc.ret)?,
         };
