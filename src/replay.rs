@@ -73,7 +73,12 @@ pub fn run(args: ReplayArgs) -> i32 {
 }
 
 fn print_report(r: &Report) {
-    println!("epoch  status     events  threads  time s  details");
+    // A closed pipe (| head) is not an error worth a panic.
+    let _ = write_report(&mut std::io::stdout().lock(), r);
+}
+
+fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
+    writeln!(out, "epoch  status     events  threads  time s  details")?;
     for e in &r.epochs {
         let status = match e.status {
             Status::Verified => "verified",
@@ -89,7 +94,8 @@ fn print_report(r: &Report) {
                 details.push_str(n);
             }
         }
-        println!(
+        writeln!(
+            out,
             "{:>5}  {:<9} {:>7}  {:>7}  {:>6.3}  {}",
             e.index,
             status,
@@ -97,18 +103,20 @@ fn print_report(r: &Report) {
             e.threads,
             e.elapsed_ns as f64 / 1e9,
             details
-        );
+        )?;
         if let Some(d) = &e.first_divergence {
-            println!(
+            writeln!(
+                out,
                 "       first divergence: event {} thread {}: expected {}, got {}",
                 d.seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                 d.tid,
                 d.expected,
                 d.actual
-            );
+            )?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "{} epochs: {} verified, {} diverged, {} skipped; outputs {}; exit status {}; {} jobs, {:.3} s",
         r.epochs.len(),
         r.verified,
@@ -122,5 +130,5 @@ fn print_report(r: &Report) {
         },
         r.jobs,
         r.elapsed_ns as f64 / 1e9
-    );
+    )
 }

@@ -210,6 +210,16 @@ impl Driver {
         self.execute_with(tid, r)
     }
 
+    /// Runs the syscall for real and leaves the registers as the kernel
+    /// left them (rt_sigreturn).
+    pub fn execute_raw(&self, tid: u32) -> Result<(), ReplayError> {
+        let mut r = sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?;
+        r.rip -= 2;
+        r.rax = r.orig_rax;
+        sys::setregs(tid, r).map_err(err("PTRACE_SETREGS", tid))?;
+        self.syscall_round_trip(tid).map(|_| ())
+    }
+
     /// Like `execute`, with changed arguments (`regs` as read at the stop).
     pub fn execute_with(&self, tid: u32, mut regs: Regs) -> Result<i64, ReplayError> {
         let saved_args = regs;

@@ -187,7 +187,12 @@ fn replay_epoch(
                 if report.first_divergence.is_none() {
                     report.first_divergence = p.divergence.clone();
                 }
-                if p.divergence.is_some()
+                if let Some(why) = &p.skipped {
+                    if report.status == Status::Verified {
+                        report.status = Status::Skipped;
+                        report.reason = Some(format!("process {pid}: {why}"));
+                    }
+                } else if p.divergence.is_some()
                     || !p.differences.is_empty()
                     || p.exit_status_match == Some(false)
                 {

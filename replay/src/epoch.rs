@@ -56,12 +56,16 @@ pub struct ProcessOutcome {
     pub exit_status_match: Option<bool>,
     /// What was not replayed and why (e.g. a process forked inside the epoch).
     pub notes: Vec<String>,
+    /// Why this process's epoch could not be replayed to its end (then it
+    /// is neither verified nor diverged).
+    pub skipped: Option<String>,
 }
 
 impl ProcessOutcome {
     /// No divergence, no difference with the next checkpoint, same exit.
     pub fn ok(&self) -> bool {
-        self.divergence.is_none()
+        self.skipped.is_none()
+            && self.divergence.is_none()
             && self.differences.is_empty()
             && self.exit_status_match != Some(false)
     }
@@ -75,6 +79,9 @@ struct Log {
     /// and after the thread's previous one.
     signals: HashMap<u64, Vec<u32>>,
     exit: Option<(i32, u32)>,
+    /// The CPU the first thread ran on when it made its first real
+    /// syscall: where it was last switched in before it (or the syscall's).
+    start_cpu: Option<u32>,
 }
 
 /// Registers worth naming in a divergence.
@@ -133,6 +140,28 @@ fn replay_once(
     eager: bool,
 ) -> Result<ProcessOutcome, ReplayError> {
     let log = load_log(trace, epoch, pid)?;
+    // `cpuid` reports the CPU it runs on and cannot be trapped here (no
+    // CPUID faulting): where a program starts (ld.so reads it once), replay
+    // on the CPU the recording started on, so it reads the same.
+    let first_cpu = log.start_cpu.map(|c| c as usize);
+    // (Not available_parallelism: this worker thread is pinned to one CPU.)
+    // SAFETY: sysconf has no preconditions.
+    let ncpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    let starts_here = epoch == 0
+        || log
+            .order
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Syscall(s) if s.nr == nr::EXECVE && s.ret == 0));
+    let cpu = match first_cpu {
+        Some(c) if starts_here && c < ncpus => Some(c),
+        _ => cpu,
+    };
+    if std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some() {
+        eprintln!(
+            "replay: epoch {epoch} pid {pid}: start cpu {:?}, running on {cpu:?}",
+            log.start_cpu
+        );
+    }
     let next = trace
         .checkpoints()
         .iter()
@@ -157,10 +186,12 @@ fn replay_once(
             output_mismatches: 0,
             exit_status_match: None,
             notes: Vec::new(),
+            skipped: None,
         },
         exited: Vec::new(),
         at_cut: Vec::new(),
         eager,
+        last_of_thread: false,
         prerun: HashMap::new(),
         exit_status: None,
     };
@@ -233,6 +264,7 @@ impl Knowledge {
 fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
     let mut log = Log::default();
     let mut pending: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut last_switch_in: HashMap<u32, u32> = HashMap::new();
     // Events before the epoch's own mark happened before its checkpoint
     // (epoch 0 also holds what preceded the first cut).
     let mut started = true;
@@ -246,6 +278,7 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
                 started = true;
                 log = Log::default();
                 pending.clear();
+                last_switch_in.clear();
             }
             continue;
         }
@@ -253,6 +286,18 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
             continue;
         }
         match &e.kind {
+            EventKind::Switch { next_tid, .. } if *next_tid == e.tid && log.start_cpu.is_none() => {
+                last_switch_in.insert(e.tid, e.cpu);
+            }
+            EventKind::Syscall(sc)
+                if log.start_cpu.is_none() && sc.nr != recorder_common::PSEUDO_RDTSC =>
+            {
+                log.start_cpu = Some(last_switch_in.get(&e.tid).copied().unwrap_or(e.cpu));
+                if let Some(sigs) = pending.remove(&e.tid) {
+                    log.signals.insert(e.seq, sigs);
+                }
+                log.order.push_back(e)
+            }
             EventKind::Syscall(_) => {
                 if let Some(sigs) = pending.remove(&e.tid) {
                     log.signals.insert(e.seq, sigs);
@@ -274,8 +319,26 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
             _ => {}
         }
     }
+    schedule_by_entry(&mut log.order);
     hoist_clones(&mut log.order);
     Ok(log)
+}
+
+/// Threads switch at syscalls, and what a thread did before a syscall
+/// happened before the syscall *entered* — a blocking call (a futex wait, a
+/// read) returns much later than it starts. So syscalls are replayed in the
+/// order they entered: a waiter has registered itself before its waker runs,
+/// as in the recording. (Results come from the log either way.)
+fn schedule_by_entry(order: &mut VecDeque<Event>) {
+    let key = |e: &Event| match &e.kind {
+        EventKind::Syscall(s)
+            if s.flags & tracelog::SYSCALL_ENTER_UNSEEN == 0 && s.enter_ns != 0 =>
+        {
+            s.enter_ns
+        }
+        _ => e.time_ns,
+    };
+    order.make_contiguous().sort_by_key(key);
 }
 
 /// A new thread can run (and be logged) before the clone that made it
@@ -318,6 +381,8 @@ struct Run<'a> {
     at_cut: Vec<u32>,
     /// Interleaving: run each thread ahead to its next syscall.
     eager: bool,
+    /// The syscall being handled is its thread's last in the epoch.
+    last_of_thread: bool,
     /// Where threads run ahead stopped (live tid).
     prerun: HashMap<u32, Stop>,
     exit_status: Option<(i32, u32)>,
@@ -414,6 +479,7 @@ impl Run<'_> {
             }
             match stop {
                 Stop::SyscallEntry(regs) => {
+                    self.last_of_thread = !order.iter().any(|n| n.tid == e.tid);
                     if !self.syscall(&e, sc, tid, regs)? {
                         return Ok(false);
                     }
@@ -564,11 +630,17 @@ impl Run<'_> {
             self.exited.push(e.tid);
             return Ok(true);
         }
-        if sc.ret < 0 && (-516..=-512).contains(&sc.ret) {
+        if sc.ret < 0 && (-516..=-512).contains(&sc.ret) && self.last_of_thread {
             // Interrupted by the recorder's checkpoint: the thread stays at
             // this syscall (the cut), as it did in the recording.
             self.at_cut.push(e.tid);
             return Ok(true);
+        }
+        if sc.ret < 0 && (-516..=-512).contains(&sc.ret) {
+            // Interrupted by a signal: return the restart code; the signal,
+            // delivered before the thread's next event, makes the kernel
+            // restart the call (or fail it with EINTR) as it did then.
+            return self.drv.emulate(tid, sc.ret).map(|_| true);
         }
         let action = spec(sc.nr).action;
         let result = match sc.nr {
@@ -580,12 +652,22 @@ impl Run<'_> {
                 self.out.notes.push(format!("process {} forked inside the epoch: the child is replayed from the next checkpoint", sc.ret));
                 self.drv.emulate(tid, sc.ret)?
             }
-            nr::EXECVE | nr::EXECVEAT => {
-                self.out
-                    .notes
-                    .push("the process exec'd inside the epoch: replayed up to the exec".into());
-                self.drv.emulate(tid, sc.ret)?;
+            nr::EXECVE | nr::EXECVEAT if sc.ret == 0 => {
+                // A new image is not rebuilt inside an epoch: what ran before
+                // the exec was checked; its result is checked by the next
+                // checkpoint's own epoch.
+                self.out.skipped = Some(format!(
+                    "the process exec'd inside the epoch (event {}): replayed up to the exec, checked from the next checkpoint",
+                    e.seq
+                ));
                 return Ok(false);
+            }
+            // rt_sigreturn restores the registers from the signal frame: its
+            // "result" is the interrupted code's rax, and no argument
+            // registers must be put back.
+            15 => {
+                self.drv.execute_raw(tid)?;
+                return Ok(true);
             }
             // rseq (the kernel would write CPU numbers), set_tid_address
             // (returns the recorded tid): emulated.
@@ -825,9 +907,31 @@ impl Run<'_> {
         self.live.tids.insert(sc.ret as u32, child);
         self.live.adopt_thread(child);
         let _ = e;
-        // The live kernel returned the live tid; the program must see the
-        // recorded one.
+        // The live kernel returned the live tid, and wrote it where
+        // CLONE_PARENT_SETTID / CLONE_CHILD_SETTID asked: the program must
+        // see the recorded one.
         self.drv.set_return(tid, sc.ret)?;
+        const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+        const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+        let (ptid, ctid) = if sc.nr == nr::CLONE {
+            (regs.rdx, regs.r10)
+        } else {
+            let word = |i: usize| {
+                sc.outputs
+                    .iter()
+                    .find(|o| o.arg == SLOT_INPUT && o.data.len() >= i + 8)
+                    .map(|o| u64::from_le_bytes(o.data[i..i + 8].try_into().expect("8 bytes")))
+                    .unwrap_or(0)
+            };
+            (word(24), word(16))
+        };
+        let recorded = (sc.ret as u32).to_le_bytes();
+        if flags & CLONE_PARENT_SETTID != 0 && ptid != 0 {
+            self.live.write_memory(ptid, &recorded)?;
+        }
+        if flags & CLONE_CHILD_SETTID != 0 && ctid != 0 {
+            self.live.write_memory(ctid, &recorded)?;
+        }
         Ok(sc.ret)
     }
 

@@ -24,7 +24,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("xz", "xz-utils"),
     ("make", "make"),
     ("gcc", "gcc"),
-    ("python3", "python3"),
+    ("/usr/bin/python3", "python3"),
 ];
 
 pub fn cache_dir() -> PathBuf {
@@ -126,6 +126,9 @@ fn debian_packages() -> Result<()> {
 }
 
 fn on_path(bin: &str) -> bool {
+    if bin.starts_with('/') {
+        return Path::new(bin).is_file();
+    }
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         .unwrap_or(false)

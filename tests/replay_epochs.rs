@@ -1,0 +1,180 @@
+//! Record, then replay: every epoch restored from its checkpoint, run
+//! serially and checked against the next one, for our workloads and for
+//! real programs nobody here wrote; from the first checkpoint and from each
+//! later one on its own; with no side effect on the host.
+
+mod support;
+
+use std::path::Path;
+
+use replay::{ReplayOptions, Report, Status};
+use support::*;
+
+fn replay_all(trace: &Path, epoch: Option<u32>) -> Report {
+    replay::replay(trace, &ReplayOptions { jobs: 2, epoch }, &|_| {}).expect("replay runs")
+}
+
+fn describe(r: &Report) -> String {
+    r.epochs
+        .iter()
+        .map(|e| {
+            format!(
+                "epoch {} {:?}: {}",
+                e.index,
+                e.status,
+                e.reason.clone().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Records `cmd`, then replays it whole and epoch by epoch: all verified.
+fn record_and_verify(epoch: &str, cmd: &[&str]) -> Recording {
+    let r = record(&["--epoch", epoch], cmd);
+    assert_eq!(r.code(), Some(0), "{cmd:?}: stderr: {}", r.stderr());
+    assert_complete(&r);
+    let report = replay_all(&r.trace, None);
+    assert!(
+        report.ok(),
+        "{cmd:?} did not replay:\n{}",
+        describe(&report)
+    );
+    assert!(report.outputs_match);
+    for e in &report.epochs {
+        let one = replay_all(&r.trace, Some(e.index));
+        assert_eq!(one.epochs.len(), 1);
+        assert_eq!(
+            one.epochs[0].status,
+            Status::Verified,
+            "{cmd:?}: epoch {} alone:\n{}",
+            e.index,
+            describe(&one)
+        );
+    }
+    r
+}
+
+#[test]
+fn replay_single_threaded_workloads() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"some file content").unwrap();
+    let known = workload("known");
+    record_and_verify(
+        "20ms",
+        &[
+            known.to_str().unwrap(),
+            dir.path().join("f").to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let patterns = workload("patterns");
+    let r = record_and_verify("50ms", &[patterns.to_str().unwrap(), "3", "120"]);
+    assert!(r.open().checkpoints().len() >= 4, "want several epochs");
+    record_and_verify("250ms", &[workload("vdsotime").to_str().unwrap()]);
+}
+
+#[test]
+fn replay_real_programs() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let text: String = (0..20000)
+        .map(|i| format!("{} line\n", (i * 7919) % 20000))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let input = input.to_str().unwrap();
+    for cmd in [
+        vec!["ls", "-la", "/usr/bin"],
+        vec!["sort", input],
+        vec!["sha256sum", input],
+        vec!["bash", "-c", "cat /etc/hostname; ls / | wc -l"],
+        // Debian's python3 itself (a pyenv shim would be a bash script).
+        vec!["/usr/bin/python3", "-c", "import json, hashlib; print(json.dumps([hashlib.md5(str(i).encode()).hexdigest() for i in range(20000)])[:40])"],
+    ] {
+        record_and_verify("30ms", &cmd);
+    }
+}
+
+#[test]
+fn replay_threads_with_mutex_and_condvar() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let r = record_and_verify("40ms", &[workload("mild_threads").to_str().unwrap()]);
+    let threads = r
+        .open()
+        .checkpoints()
+        .iter()
+        .map(|c| c.threads)
+        .max()
+        .unwrap_or(0);
+    assert!(threads >= 5, "no checkpoint held the worker threads");
+}
+
+#[test]
+fn replay_reports_a_race_as_diverged() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let r = record(&["--epoch", "50ms"], &[workload("racy").to_str().unwrap()]);
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    let report = replay_all(&r.trace, None);
+    assert!(!report.ok(), "a racy program replayed as verified");
+    assert!(
+        report.epochs.iter().any(|e| e.status == Status::Diverged),
+        "{}",
+        describe(&report)
+    );
+}
+
+#[test]
+fn replay_has_no_side_effects() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // A loopback server the recording talks to.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let script = format!(
+        "echo data > {d}/a; mv {d}/a {d}/b; rm {d}/b; echo kept > {d}/kept; \
+         python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port})); s.sendall(b'hello')\"; \
+         sleep 5 & kill $!"
+    );
+    let r = record(&["--epoch", "30ms"], &["sh", "-c", &script]);
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    let mut connections = 0;
+    while listener.accept().is_ok() {
+        connections += 1;
+    }
+    assert_eq!(connections, 1, "the recording connects once");
+    // Undo what the recording did, then replay.
+    std::fs::remove_file(dir.path().join("kept")).unwrap();
+    let report = replay_all(&r.trace, None);
+    assert!(
+        report.epochs.iter().all(|e| e.status != Status::Skipped),
+        "{}",
+        describe(&report)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "replay touched the filesystem: {left:?}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(listener.accept().is_err(), "replay opened a connection");
+}
