@@ -7,9 +7,14 @@
 //! - `format`: trace bytes per event on real recordings next to strace's and
 //!   perf trace's output, and the `tracelog` crate's own write and read
 //!   throughput on synthetic events.
+//! - `checkpoint`: how long a checkpoint stops the target by resident
+//!   memory, and the slowdown of a running workload by epoch length.
+//! - `replay`: replay time at `--jobs 1` and `--jobs 2` against native.
 
+mod checkpoint;
 mod format;
 mod record;
+mod replay;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,6 +48,21 @@ pub enum Which {
         #[arg(long, default_value_t = 5_000_000)]
         events: u64,
     },
+    /// Checkpoint stop time by resident memory; slowdown by epoch length.
+    Checkpoint {
+        /// Repetitions of each slowdown configuration (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Recordings per resident-memory size for the stop times.
+        #[arg(long, default_value_t = 3)]
+        recordings: usize,
+    },
+    /// Replay time at --jobs 1 and --jobs 2 against the native run.
+    Replay {
+        /// Repetitions (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -55,6 +75,8 @@ pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Record { runs, budget } => record::run(runs.max(1), budget)?,
         Which::Format { runs, events } => format::run(runs.max(1), events.max(1))?,
+        Which::Checkpoint { runs, recordings } => checkpoint::run(runs.max(1), recordings.max(1))?,
+        Which::Replay { runs } => replay::run(runs.max(1))?,
     }
     println!();
     println!("Total bench time: {:.0} s", started.elapsed().as_secs_f64());
