@@ -957,6 +957,13 @@ impl Run<'_> {
                 continue;
             };
             let rip = t.regs[16];
+            let rax = t.regs[10] as i64;
+            if t.syscall.is_some() && !(-516..=-512).contains(&rax) {
+                // Caught right after a syscall returned, before running any
+                // of its own code again: where the replayed thread stands
+                // after that syscall (its last event) was handled.
+                continue;
+            }
             if t.syscall.is_some() {
                 in_syscall.push(t.tid);
                 if self.at_cut.contains(&t.tid) {
