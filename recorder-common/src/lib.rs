@@ -9,7 +9,9 @@
 
 pub mod names;
 pub mod record;
+pub mod signals;
 pub mod syscalls;
 
 pub use record::*;
+pub use signals::{signal_name, SIGNAL_NAMES};
 pub use syscalls::*;

@@ -106,42 +106,8 @@ pub fn errno_name(errno: i64) -> Cow<'static, str> {
 
 /// `SIGSEGV`, `SIGRT_2` (for 34) or `SIG<n>`.
 pub fn signal_name(sig: u32) -> Cow<'static, str> {
-    const NAMES: [&str; 32] = [
-        "",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
     match sig {
-        1..=31 => Cow::Borrowed(NAMES[sig as usize]),
+        1..=31 => Cow::Borrowed(recorder_common::SIGNAL_NAMES[sig as usize]),
         32..=64 => Cow::Owned(format!("SIGRT_{}", sig - 32)),
         _ => Cow::Owned(format!("SIG{sig}")),
     }

@@ -427,44 +427,7 @@ pub fn try_wait(pid: u32) -> io::Result<Option<ExitStatus>> {
 
 /// `SIGSEGV` for 11, `signal 40` for what has no name.
 pub fn signal_name(sig: u32) -> String {
-    const NAMES: [&str; 32] = [
-        "",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    match NAMES.get(sig as usize) {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => format!("signal {sig}"),
-    }
+    recorder_common::signal_name(sig).map_or_else(|| format!("signal {sig}"), str::to_string)
 }
 
 pub fn kill(pid: u32, sig: i32) {
