@@ -168,17 +168,20 @@ fn replay_restore_reports_changes() {
     let diff = compare(&t, epoch, root, &live, &[]).unwrap();
     assert_eq!(
         diff[..1],
-        [
-            Difference::Register {
-                tid: rec_tid,
-                name: "rbx",
-                expected: old_rbx,
-                actual: old_rbx ^ 0x5a5a,
-            },
-        ]
+        [Difference::Register {
+            tid: rec_tid,
+            name: "rbx",
+            expected: old_rbx,
+            actual: old_rbx ^ 0x5a5a,
+        },]
     );
     match &diff[1] {
-        Difference::Page { addr, first_byte, expected, actual } => {
+        Difference::Page {
+            addr,
+            first_byte,
+            expected,
+            actual,
+        } => {
             assert_eq!((*addr, *first_byte), (page, page + 100));
             assert_ne!(expected, actual);
         }
