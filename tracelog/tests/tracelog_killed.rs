@@ -90,6 +90,14 @@ fn dropped_writer_flushes_and_stays_recording() {
     assert!(!d.join("index.tlf").exists());
     let t = Trace::open(&d).unwrap();
     assert_eq!(t.meta().state, TraceState::Recording);
+    // Another test in this binary forks a child; for the instant between its
+    // fork and exec the child shares our descriptors, this lock's included.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !matches!(t.state(), TraceState::Incomplete { .. })
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(matches!(t.state(), TraceState::Incomplete { .. }));
     let (got, err) = drain(t.events());
     assert!(err.is_none());
