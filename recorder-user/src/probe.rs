@@ -202,25 +202,44 @@ impl Probe {
             .add(tid, tgid)
     }
 
-    /// Detaches every program, all at once: each detach waits for an RCU
-    /// grace period (tens of ms here), so one after the other they would
-    /// hold up the end of every recording by half a second.
-    pub fn detach(&mut self) {
-        let programs: Vec<&mut aya::programs::Program> =
-            self.ebpf.programs_mut().map(|(_, p)| p).collect();
-        std::thread::scope(|s| {
-            for p in programs {
-                s.spawn(move || match p {
-                    aya::programs::Program::RawTracePoint(p) => {
-                        let _ = p.unload();
-                    }
-                    aya::programs::Program::TracePoint(p) => {
-                        let _ = p.unload();
-                    }
-                    _ => {}
-                });
+    /// Detaches the programs without making the user wait: each detach
+    /// waits for RCU grace periods (tens of ms each here, about 0.3 s for
+    /// all), so a child process inherits the descriptors and drops them
+    /// after this process has exited; this process's own closes then only
+    /// drop references. The filter is already empty: nothing more is
+    /// recorded meanwhile.
+    pub fn detach_in_background(self) {
+        // The child waits for this process to be gone (end of file on a
+        // pipe whose write end only we hold) before it closes, so that its
+        // closes are the last references and do the slow part.
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), 0) } != 0 {
+            drop(self);
+            return;
+        }
+        // SAFETY: the child only makes raw syscalls (close, read,
+        // close_range, _exit): no allocation, no lock, so forking a
+        // multi-threaded process is fine.
+        match unsafe { libc::fork() } {
+            // SAFETY: as above.
+            0 => unsafe {
+                libc::close(fds[1]);
+                let mut b = 0u8;
+                while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) < 0 {}
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                libc::_exit(0);
+            },
+            pid if pid > 0 => {
+                // Our handles would detach one by one on drop: leak them;
+                // the process exits soon and its closes are cheap. The
+                // write end stays open until then.
+                // SAFETY: closing our copy of the read end.
+                unsafe { libc::close(fds[0]) };
+                std::mem::forget(self);
             }
-        });
+            _ => drop(self),
+        }
     }
 
     /// Empties the filter: recording stops at once for every thread.

@@ -319,14 +319,15 @@ async fn record_inner(
         }
     }
     probe.clear_targets();
-    probe.detach();
     drain(&mut rings, &mut state, &mut writer, u64::MAX)?;
     state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
     if launch && child_status.is_none() {
         child_status = sys::try_wait(root).ok().flatten();
     }
     status.clear();
-    finalise(writer, meta, state, &probe, child_status, end_reason)
+    let outcome = finalise(writer, meta, state, &probe, child_status, end_reason);
+    probe.detach_in_background();
+    outcome
 }
 
 fn io_err(what: &'static str, e: nix::Error) -> RecordError {
