@@ -267,14 +267,32 @@ pub fn write(trace: &Trace, sel: &Select, path: &Path) -> Result<(), Error> {
         let name = names.process_name(pid);
         out.metadata("process_name", pid, pid, json!({ "name": name }))
             .map_err(io_err)?;
+        // Processes in the order they appeared (the root first), not by name.
+        let first = names
+            .order
+            .iter()
+            .position(|t| names.pid_of[t] == pid)
+            .unwrap_or(0);
+        out.metadata(
+            "process_sort_index",
+            pid,
+            pid,
+            json!({ "sort_index": first }),
+        )
+        .map_err(io_err)?;
     }
     for (i, &tid) in names.order.iter().enumerate() {
         let pid = names.pid_of[&tid];
         let name = names.process_name(pid);
         let rank = 2 * i as u64;
         let sched = tid + SCHED_TID_OFFSET;
-        out.metadata("thread_name", pid, tid, json!({ "name": name }))
-            .map_err(io_err)?;
+        out.metadata(
+            "thread_name",
+            pid,
+            tid,
+            json!({ "name": format!("{name} {tid}") }),
+        )
+        .map_err(io_err)?;
         out.metadata("thread_sort_index", pid, tid, json!({ "sort_index": rank }))
             .map_err(io_err)?;
         out.metadata(
