@@ -421,6 +421,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (439, emu(4, &[path(1)])),                              // faccessat2
     (441, emu(6, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_pwait2
     (PSEUDO_RDTSC, emu(1, &[])),                            // rdtsc (pseudo)
+    (PSEUDO_SIGINFO, emu(1, &[])),                          // siginfo (pseudo)
 ];
 
 /// The row for syscall `nr`.
@@ -437,10 +438,18 @@ pub fn spec(nr: u32) -> SyscallSpec {
 /// and `u64::MAX` for `rdtsc`. Replay answers the same instruction with it.
 pub const PSEUDO_RDTSC: u32 = 1000;
 
+/// Pseudo-syscall: the `siginfo_t` of a signal about to be delivered, as the
+/// supervisor saw it (PTRACE_GETSIGINFO): `args[0]` is the signal, the 128
+/// bytes are its output. Replay delivers the signal with the same siginfo.
+pub const PSEUDO_SIGINFO: u32 = 1001;
+
 /// The syscall's name, or `None` for a number this table does not name.
 pub fn name(nr: u32) -> Option<&'static str> {
     if nr == PSEUDO_RDTSC {
         return Some("rdtsc");
+    }
+    if nr == PSEUDO_SIGINFO {
+        return Some("siginfo");
     }
     NAMES.get(nr as usize).copied().filter(|n| !n.is_empty())
 }
@@ -452,6 +461,9 @@ pub fn number(name: &str) -> Option<u32> {
     }
     if name == "rdtsc" {
         return Some(PSEUDO_RDTSC);
+    }
+    if name == "siginfo" {
+        return Some(PSEUDO_SIGINFO);
     }
     NAMES.iter().position(|n| *n == name).map(|i| i as u32)
 }

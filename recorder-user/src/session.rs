@@ -496,6 +496,36 @@ impl State {
                 };
                 self.orderer.push(SUPERVISOR_SOURCE, e);
             }
+            Report::Siginfo {
+                pid,
+                tid,
+                time_ns,
+                sig,
+                info,
+            } => {
+                let e = Event {
+                    seq: 0,
+                    epoch: 0,
+                    time_ns,
+                    cpu: 0,
+                    pid,
+                    tid,
+                    kind: EventKind::Syscall(tracelog::Syscall {
+                        nr: recorder_common::PSEUDO_SIGINFO,
+                        args: tracelog::Args::new(&[sig as u64]),
+                        ret: 0,
+                        enter_ns: time_ns,
+                        flags: 0,
+                        outputs: vec![tracelog::Output {
+                            arg: 0,
+                            addr: 0,
+                            data: info.into(),
+                            complete: true,
+                        }],
+                    }),
+                };
+                self.orderer.push(SUPERVISOR_SOURCE, e);
+            }
         }
         None
     }

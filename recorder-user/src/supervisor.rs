@@ -90,6 +90,14 @@ pub enum Report {
         value: u64,
         aux: u64,
     },
+    /// The siginfo of a signal about to be delivered to `tid`.
+    Siginfo {
+        pid: u32,
+        tid: u32,
+        time_ns: u64,
+        sig: i32,
+        info: Vec<u8>,
+    },
 }
 
 /// Handle on the supervisor thread.
@@ -324,6 +332,9 @@ impl State {
                 // is a trapped rdtsc, which we answer).
                 let sig = sig as i32;
                 let deliver = !(sig == libc::SIGSEGV && self.answer_rdtsc(tid));
+                if deliver {
+                    self.report_siginfo(tid, sig);
+                }
                 let _ = pt::cont(tid, deliver.then_some(sig));
             }
             WaitStatus::PtraceSyscall(p) => {
@@ -618,10 +629,29 @@ impl State {
             let _ = match stop {
                 Some(Stop::Group) => pt::listen(tid),
                 Some(Stop::Signal(libc::SIGSEGV)) if self.answer_rdtsc(tid) => pt::cont(tid, None),
-                Some(Stop::Signal(sig)) => pt::cont(tid, Some(sig)),
+                Some(Stop::Signal(sig)) => {
+                    self.report_siginfo(tid, sig);
+                    pt::cont(tid, Some(sig))
+                }
                 Some(_) => pt::cont(tid, None),
                 None => Ok(()),
             };
+        }
+    }
+
+    /// Logs the siginfo of the signal `tid` is about to receive.
+    fn report_siginfo(&self, tid: u32, sig: i32) {
+        let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) else {
+            return;
+        };
+        if let Ok(info) = pt::siginfo(tid) {
+            let _ = self.reports.send(Report::Siginfo {
+                pid,
+                tid,
+                time_ns: sys::monotonic_ns(),
+                sig,
+                info,
+            });
         }
     }
 

@@ -189,6 +189,11 @@ impl Driver {
         Ok(ret)
     }
 
+    /// At a signal-delivery-stop: the siginfo the signal will carry.
+    pub fn set_siginfo(&self, tid: u32, info: &[u8]) -> Result<(), ReplayError> {
+        sys::set_siginfo(tid, info).map_err(err("PTRACE_SETSIGINFO", tid))
+    }
+
     pub fn regs(&self, tid: u32) -> Result<Regs, ReplayError> {
         sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))
     }

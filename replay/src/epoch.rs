@@ -82,6 +82,8 @@ struct Log {
     /// The CPU the first thread ran on when it made its first real
     /// syscall: where it was last switched in before it (or the syscall's).
     start_cpu: Option<u32>,
+    /// The recorded siginfo of each signal delivered, by thread, in order.
+    siginfos: HashMap<u32, VecDeque<(u32, Vec<u8>)>>,
 }
 
 /// Registers worth naming in a divergence.
@@ -191,12 +193,14 @@ fn replay_once(
         exited: Vec::new(),
         at_cut: Vec::new(),
         eager,
+        siginfos: HashMap::new(),
         last_of_thread: false,
         prerun: HashMap::new(),
         exit_status: None,
     };
     run.out.threads = run.live.tids.len();
     run.prepare(epoch)?;
+    run.siginfos = log.siginfos;
     let finished = run.play(log.order, log.signals)?;
     if finished && run.out.divergence.is_none() {
         match (next, run.exit_status) {
@@ -286,6 +290,15 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
             continue;
         }
         match &e.kind {
+            EventKind::Syscall(sc) if sc.nr == recorder_common::PSEUDO_SIGINFO => {
+                let sig = sc.args.as_slice().first().copied().unwrap_or(0) as u32;
+                if let Some(o) = sc.outputs.first() {
+                    log.siginfos
+                        .entry(e.tid)
+                        .or_default()
+                        .push_back((sig, o.data.to_vec()));
+                }
+            }
             EventKind::Switch { next_tid, .. } if *next_tid == e.tid && log.start_cpu.is_none() => {
                 last_switch_in.insert(e.tid, e.cpu);
             }
@@ -381,6 +394,8 @@ struct Run<'a> {
     at_cut: Vec<u32>,
     /// Interleaving: run each thread ahead to its next syscall.
     eager: bool,
+    /// Recorded siginfo of delivered signals, by recorded tid.
+    siginfos: HashMap<u32, VecDeque<(u32, Vec<u8>)>>,
     /// The syscall being handled is its thread's last in the epoch.
     last_of_thread: bool,
     /// Where threads run ahead stopped (live tid).
@@ -475,6 +490,15 @@ impl Run<'_> {
                     break;
                 };
                 sent.remove(i);
+                // With the siginfo it had (sender, code, status), so the
+                // handler and the signal frame see what they saw.
+                let info = self.siginfos.get_mut(&e.tid).and_then(|q| {
+                    let at = q.iter().position(|(s, _)| *s == sig as u32)?;
+                    q.remove(at).map(|(_, b)| b)
+                });
+                if let Some(info) = info {
+                    self.drv.set_siginfo(tid, &info)?;
+                }
                 stop = self.drv.deliver_and_run(tid, sig, TIME_SLICE)?;
             }
             match stop {

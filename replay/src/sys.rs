@@ -218,6 +218,18 @@ pub fn sysemu(tid: u32) -> io::Result<()> {
     ptrace::sysemu(pid(tid), None).map_err(io)
 }
 
+/// Sets the siginfo of the signal a thread in a signal-delivery-stop is
+/// about to receive, from its raw bytes (short input is zero-padded).
+pub fn set_siginfo(tid: u32, raw: &[u8]) -> io::Result<()> {
+    let mut bytes = [0u8; std::mem::size_of::<libc::siginfo_t>()];
+    let n = raw.len().min(bytes.len());
+    bytes[..n].copy_from_slice(&raw[..n]);
+    // SAFETY: siginfo_t is plain data of exactly this size; any bytes are a
+    // valid value for the kernel to check.
+    let info: libc::siginfo_t = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    ptrace::setsiginfo(pid(tid), &info).map_err(io)
+}
+
 /// Executes one instruction.
 pub fn step(tid: u32) -> io::Result<()> {
     ptrace::step(pid(tid), None).map_err(io)

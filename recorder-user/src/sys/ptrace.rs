@@ -103,6 +103,20 @@ pub fn xstate(tid: u32) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The siginfo of the signal a thread in a signal-delivery-stop is about
+/// to receive, as its 128 raw bytes.
+pub fn siginfo(tid: u32) -> io::Result<Vec<u8>> {
+    let info = ptrace::getsiginfo(pid(tid)).map_err(io)?;
+    // SAFETY: siginfo_t is 128 bytes of plain data; we copy them out.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&info as *const libc::siginfo_t).cast::<u8>(),
+            std::mem::size_of::<libc::siginfo_t>(),
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
 /// The thread's blocked-signal mask.
 pub fn sigmask(tid: u32) -> io::Result<u64> {
     const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
