@@ -104,13 +104,24 @@ fn checkpoint_faults_recorder_killed() {
         assert!(t.events().filter(|e| e.is_ok()).count() > 0);
     }
     // No snapshot copy of the target is left running (copies that exited
-    // may wait as zombies for the target's parent, this test, to reap them).
-    let n = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|st| st.contains("(workload-spin)") && !st.contains(") Z "))
-        .count();
+    // may wait as zombies for the target's parent, this test, to reap them;
+    // one killed a moment ago may still be on its way out).
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|st| {
+                st.contains("(workload-spin)") && !st.contains(") Z ") && !st.contains(") X ")
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut n = running();
+    while n != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        n = running();
+    }
     target.kill().unwrap();
     target.wait().unwrap();
     assert_eq!(n, 1, "snapshot children survived the recorder");

@@ -452,8 +452,13 @@ impl State {
         if mem.read(start, &mut image).unwrap_or(0) != image.len() {
             return;
         }
+        // Injections run from a stub that exits whatever escapes it (see
+        // INJECTION_STUB); failing that, from any `syscall` in the image.
+        let stub = vdso::injection_site(&image)
+            .filter(|&site| mem.write(start + site, &vdso::INJECTION_STUB).is_ok())
+            .map(|site| start + site);
         let proc = self.procs.entry(pid).or_default();
-        proc.syscall_insn = vdso::syscall_insn(&image).map(|o| start + o);
+        proc.syscall_insn = stub.or_else(|| vdso::syscall_insn(&image).map(|o| start + o));
         let mut ok = true;
         for (off, nr) in vdso::entry_points(&image) {
             ok &= mem.write(start + off, &vdso::stub(nr)).is_ok();

@@ -41,6 +41,26 @@ pub fn entry_points(image: &[u8]) -> Vec<(u64, u32)> {
     found
 }
 
+/// What injected syscalls run: `syscall`, then — only ever reached by a
+/// process that escapes the supervisor right after an injected fork, i.e.
+/// a snapshot child whose recorder died — `exit(0)`. The parent of an
+/// injection is always stopped after its `syscall` and never runs on.
+pub const INJECTION_STUB: [u8; 12] = [
+    0x0f, 0x05, // syscall
+    0xb8, 0x3c, 0x00, 0x00, 0x00, // mov $60, %eax (exit)
+    0x31, 0xff, // xor %edi, %edi
+    0x0f, 0x05, // syscall
+    0x0f, // (padding)
+];
+
+/// Where [`INJECTION_STUB`] can go: zero padding after the image's last
+/// byte of code and data, 16-byte aligned.
+pub fn injection_site(image: &[u8]) -> Option<u64> {
+    let last = image.iter().rposition(|&b| b != 0)?;
+    let site = (last + 1 + 15) & !15;
+    (site + 16 <= image.len()).then_some(site as u64)
+}
+
 /// Offset of a `syscall` instruction (0f 05) in the image, to point injected
 /// syscalls at.
 pub fn syscall_insn(image: &[u8]) -> Option<u64> {
@@ -76,6 +96,8 @@ mod tests {
             "no clock_gettime in {eps:?}"
         );
         assert!(syscall_insn(image).is_some());
+        let site = injection_site(image).expect("padding at the end of the vDSO") as usize;
+        assert!(image[site..site + 16].iter().all(|&b| b == 0));
         assert_eq!(stub(228), [0xb8, 228, 0, 0, 0, 0x0f, 0x05, 0xc3]);
     }
 }
