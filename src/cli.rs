@@ -6,16 +6,20 @@ const AFTER_HELP: &str = "\
 Examples:
   uniplay record -o ls.trace -- ls -l /tmp     record a command from its exec
   uniplay record -o web.trace --pid 4242       record a running process tree until it exits or Ctrl-C
+  uniplay inspect ls.trace                     what was recorded (--events: strace-like listing)
+  uniplay replay ls.trace                      re-run every epoch from its checkpoint and verify it
 
 Exit status:
   record -- CMD   the command's own status (128+N if it died of signal N)
   0  success          1  unexpected failure     2  bad usage
   3  events were lost (unless --allow-loss)
   4  this machine cannot record here (missing capability, BTF or tracepoint)
-  5  bad input (no such PID, output exists, damaged trace)";
+  5  bad input (no such PID, output exists, damaged trace)
+  6  replay: an epoch diverged or was skipped";
 
-/// Record a Linux process tree with eBPF: every syscall with the bytes it
-/// returned, context switches, signals, forks, execs and exits.
+/// Record a Linux process tree with eBPF (every syscall with the bytes it
+/// returned, context switches, signals, forks, execs and exits, with
+/// checkpoints), look inside the trace, and replay it epoch by epoch.
 #[derive(Debug, Parser)]
 #[command(name = "uniplay", version, after_help = AFTER_HELP)]
 pub struct Cli {
