@@ -470,6 +470,7 @@ impl State {
                 eprintln!("\r\x1b[Kuniplay: warning: {w}");
                 self.warnings.push(w);
             }
+            // Logged as pseudo-syscalls, in time order with the rest.
             Report::Rdtsc {
                 pid,
                 tid,
@@ -477,23 +478,15 @@ impl State {
                 value,
                 aux,
             } => {
-                // Logged as a pseudo-syscall, in time order with the rest.
-                let e = Event {
-                    seq: 0,
-                    epoch: 0,
-                    time_ns,
-                    cpu: 0,
+                let e = pseudo_event(
                     pid,
                     tid,
-                    kind: EventKind::Syscall(tracelog::Syscall {
-                        nr: recorder_common::PSEUDO_RDTSC,
-                        args: tracelog::Args::new(&[aux]),
-                        ret: value as i64,
-                        enter_ns: time_ns,
-                        flags: 0,
-                        outputs: Vec::new(),
-                    }),
-                };
+                    time_ns,
+                    recorder_common::PSEUDO_RDTSC,
+                    aux,
+                    value as i64,
+                    Vec::new(),
+                );
                 self.orderer.push(SUPERVISOR_SOURCE, e);
             }
             Report::Siginfo {
@@ -503,27 +496,21 @@ impl State {
                 sig,
                 info,
             } => {
-                let e = Event {
-                    seq: 0,
-                    epoch: 0,
-                    time_ns,
-                    cpu: 0,
+                let output = tracelog::Output {
+                    arg: 0,
+                    addr: 0,
+                    data: info.into(),
+                    complete: true,
+                };
+                let e = pseudo_event(
                     pid,
                     tid,
-                    kind: EventKind::Syscall(tracelog::Syscall {
-                        nr: recorder_common::PSEUDO_SIGINFO,
-                        args: tracelog::Args::new(&[sig as u64]),
-                        ret: 0,
-                        enter_ns: time_ns,
-                        flags: 0,
-                        outputs: vec![tracelog::Output {
-                            arg: 0,
-                            addr: 0,
-                            data: info.into(),
-                            complete: true,
-                        }],
-                    }),
-                };
+                    time_ns,
+                    recorder_common::PSEUDO_SIGINFO,
+                    sig as u64,
+                    0,
+                    vec![output],
+                );
                 self.orderer.push(SUPERVISOR_SOURCE, e);
             }
         }
@@ -648,6 +635,34 @@ impl State {
             self.tids.insert(e.tid);
         }
         true
+    }
+}
+
+/// An event the supervisor made (see `recorder_common::PSEUDO_*`).
+fn pseudo_event(
+    pid: u32,
+    tid: u32,
+    time_ns: u64,
+    nr: u32,
+    arg: u64,
+    ret: i64,
+    outputs: Vec<tracelog::Output>,
+) -> Event {
+    Event {
+        seq: 0,
+        epoch: 0,
+        time_ns,
+        cpu: 0,
+        pid,
+        tid,
+        kind: EventKind::Syscall(tracelog::Syscall {
+            nr,
+            args: tracelog::Args::new(&[arg]),
+            ret,
+            enter_ns: time_ns,
+            flags: 0,
+            outputs,
+        }),
     }
 }
 

@@ -191,6 +191,24 @@ fn probe(argv: &[&str]) -> std::result::Result<(), String> {
     }
 }
 
+/// The `n` (2 significant digits) for which `cmd(n)` takes about `target`
+/// seconds natively, scaled from the median of 3 runs at `start`.
+pub(crate) fn calibrate(start: u64, target: f64, cmd: impl Fn(u64) -> Vec<String>) -> Result<u64> {
+    let argv = cmd(start);
+    let times = (0..3)
+        .map(|_| time_run(&argv))
+        .collect::<Result<Vec<_>>>()?;
+    let t = median(&times).max(1e-4);
+    let n = (start as f64 * target / t).max(10.0);
+    let mag = 10f64.powi(n.log10().floor() as i32 - 1);
+    let n = ((n / mag).round() * mag) as u64;
+    eprintln!(
+        "xtask: calibrated {} → {n} ({:.3} s at {start})",
+        argv[0], t
+    );
+    Ok(n)
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);

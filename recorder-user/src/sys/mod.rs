@@ -138,18 +138,17 @@ pub fn threads_of(pid: u32) -> Vec<u32> {
 
 /// Command line of a process, from /proc/PID/cmdline.
 pub fn cmdline(pid: u32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    nul_separated(&format!("/proc/{pid}/cmdline"))
 }
 
+/// Environment of a process ("K=V"), from /proc/PID/environ.
 pub fn environ(pid: u32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/environ"))
+    nul_separated(&format!("/proc/{pid}/environ"))
+}
+
+/// The non-empty NUL-separated strings of a file (empty if unreadable).
+fn nul_separated(path: &str) -> Vec<String> {
+    fs::read(path)
         .map(|b| {
             b.split(|&c| c == 0)
                 .filter(|s| !s.is_empty())

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use super::{
-    argv, bench_dir, invocation, machine, median, shell_join, time_run, uniplay, workload,
+    argv, bench_dir, calibrate, invocation, machine, median, shell_join, time_run, uniplay,
+    workload,
 };
 
 /// Resident sizes of the stop-time workload, MiB.
@@ -418,22 +419,4 @@ fn slowdown(runs: usize) -> Result<()> {
         verdict(ratio <= 1.0 + SLOWDOWN_TARGET)
     );
     Ok(())
-}
-
-/// The `n` (2 significant digits) for which `cmd(n)` takes about `target`
-/// seconds natively, scaled from the median of 3 runs at `start`.
-pub(super) fn calibrate(start: u64, target: f64, cmd: impl Fn(u64) -> Vec<String>) -> Result<u64> {
-    let argv = cmd(start);
-    let times = (0..3)
-        .map(|_| time_run(&argv))
-        .collect::<Result<Vec<_>>>()?;
-    let t = median(&times).max(1e-4);
-    let n = (start as f64 * target / t).max(10.0);
-    let mag = 10f64.powi(n.log10().floor() as i32 - 1);
-    let n = ((n / mag).round() * mag) as u64;
-    eprintln!(
-        "xtask: calibrated {} → {n} ({:.3} s at {start})",
-        argv[0], t
-    );
-    Ok(n)
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{
-    argv, bench_dir, invocation, machine, measure_sizes, median, per_event, perf_argv,
+    argv, bench_dir, calibrate, invocation, machine, measure_sizes, median, per_event, perf_argv,
     perf_trace_unusable, shell_join, strace_argv, strace_unusable, text_cell, time_run,
     trace_stats, uniplay_argv, workload, TraceStats,
 };
@@ -279,24 +279,6 @@ fn prepare() -> Result<Vec<Workload>> {
             cmd: argv(&["dd", &dd_if, "of=/dev/null", "bs=1M"]),
         },
     ])
-}
-
-/// The `n` (2 significant digits) for which `cmd(n)` takes about `target`
-/// seconds natively, scaled from the median of 3 runs at `start`.
-fn calibrate(start: u64, target: f64, cmd: impl Fn(u64) -> Vec<String>) -> Result<u64> {
-    let argv = cmd(start);
-    let times = (0..3)
-        .map(|_| time_run(&argv))
-        .collect::<Result<Vec<_>>>()?;
-    let t = median(&times).max(1e-4);
-    let n = (start as f64 * target / t).max(10.0);
-    let mag = 10f64.powi(n.log10().floor() as i32 - 1);
-    let n = ((n / mag).round() * mag) as u64;
-    eprintln!(
-        "xtask: calibrated {} → {n} ({:.3} s at {start})",
-        argv[0], t
-    );
-    Ok(n)
 }
 
 /// Creates `path` once: 1 GiB of pseudo-random bytes (xorshift64*).

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::checkpoint::{calibrate, load_average, record_argv, verdict};
+use super::calibrate;
+use super::checkpoint::{load_average, record_argv, verdict};
 use super::{
     argv, bench_dir, invocation, machine, median, shell_join, time_run, uniplay, workload,
 };
