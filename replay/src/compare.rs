@@ -5,7 +5,7 @@ use std::fmt;
 
 use tracelog::{Mapping, Trace, PAGE_SIZE};
 
-use crate::{regs, sys, ReplayError, Restored};
+use crate::{regs, restore::checkpoint_process, sys, ReplayError, Restored};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -94,14 +94,7 @@ pub fn compare(
     live: &Restored,
     ignore: &[(u64, u64)],
 ) -> Result<Vec<Difference>, ReplayError> {
-    let cp = trace
-        .checkpoint(epoch)
-        .map_err(|source| ReplayError::Trace { epoch, source })?;
-    let proc = cp
-        .processes
-        .iter()
-        .find(|p| p.pid == pid)
-        .ok_or(ReplayError::NoProcess { epoch, pid })?;
+    let proc = &checkpoint_process(trace, epoch, pid)?;
     let mut out = Vec::new();
 
     for t in &proc.threads {

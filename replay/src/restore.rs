@@ -93,6 +93,21 @@ enum Fresh {
     Other,
 }
 
+/// Process `pid` as checkpoint `epoch` holds it.
+pub(crate) fn checkpoint_process(
+    trace: &Trace,
+    epoch: u32,
+    pid: u32,
+) -> Result<ProcessState, ReplayError> {
+    let cp = trace
+        .checkpoint(epoch)
+        .map_err(|source| ReplayError::Trace { epoch, source })?;
+    cp.processes
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .ok_or(ReplayError::NoProcess { epoch, pid })
+}
+
 /// Restores process `pid` of checkpoint `epoch` into a fresh process under
 /// ptrace (this thread is its tracer; every thread of it is left STOPPED in
 /// a ptrace-stop, with the recorded registers, ready to be resumed by the
@@ -109,14 +124,7 @@ pub fn restore(
     pid: u32,
     cpu: Option<usize>,
 ) -> Result<Restored, ReplayError> {
-    let cp = trace
-        .checkpoint(epoch)
-        .map_err(|source| ReplayError::Trace { epoch, source })?;
-    let proc = cp
-        .processes
-        .iter()
-        .find(|p| p.pid == pid)
-        .ok_or(ReplayError::NoProcess { epoch, pid })?;
+    let proc = &checkpoint_process(trace, epoch, pid)?;
     let unsupported = |reason: String| ReplayError::Unsupported { epoch, pid, reason };
     if proc.threads.is_empty() {
         return Err(unsupported("no threads".into()));
