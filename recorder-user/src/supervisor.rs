@@ -202,6 +202,9 @@ struct State {
     skipped: u64,
     /// Threads whose `rdtsc` traps (PR_SET_TSC; inherited by new threads).
     tsc_trapped: HashSet<u32>,
+    /// Processes that exec'd since the last checkpoint: the next one is
+    /// taken as they start their new image (its reason names them).
+    fresh_execs: Vec<u32>,
 }
 
 impl State {
@@ -227,6 +230,7 @@ impl State {
             files: HashMap::new(),
             skipped: 0,
             tsc_trapped: HashSet::new(),
+            fresh_execs: Vec::new(),
         }
     }
 
@@ -424,7 +428,13 @@ impl State {
             }
             return;
         }
+        // Every later exec starts an epoch: replay cannot rebuild a new
+        // image inside an epoch (the kernel lays it out at random), so it is
+        // checkpointed as it starts, right after execve returns.
+        self.fresh_execs.push(pid);
+        let _ = pt::interrupt(tid);
         let _ = pt::cont(tid, None);
+        self.checkpoint("exec");
     }
 
     /// A `syscall` instruction in `pid`'s current vDSO (checked against its
@@ -576,15 +586,17 @@ impl State {
                     libc::PTRACE_EVENT_FORK
                     | libc::PTRACE_EVENT_VFORK
                     | libc::PTRACE_EVENT_CLONE => {
-                        let mut out = vec![tid];
                         if let Ok(child) = pt::event_msg(tid) {
                             // The new tracee will report its own first stop.
                             self.adopt(child as u32, tid, event == libc::PTRACE_EVENT_CLONE);
-                            out.clear();
-                            out.push(tid);
                         }
-                        self.tracees.get_mut(&tid).expect("known").stop = Some(Stop::Event);
-                        return out;
+                        // Not a point to checkpoint at (halfway through the
+                        // syscall, its result not logged yet): stop as it
+                        // returns. (A vfork parent will not, until its
+                        // child execs: the checkpoint is retried.)
+                        let _ = pt::interrupt(tid);
+                        let _ = pt::cont(tid, None);
+                        return vec![];
                     }
                     libc::PTRACE_EVENT_EXEC => {
                         // A new image: new vDSO, no page history.
@@ -595,7 +607,12 @@ impl State {
                         // Trap rdtsc again at the next checkpoint, whatever
                         // exec did to the flag.
                         self.tsc_trapped.remove(&tid);
-                        Stop::Event
+                        // Caught as the new image starts (after execve has
+                        // returned and been logged), as in `exec_stop`.
+                        self.fresh_execs.push(pid);
+                        let _ = pt::interrupt(tid);
+                        let _ = pt::cont(tid, None);
+                        return vec![];
                     }
                     _ => Stop::Event,
                 };
@@ -610,8 +627,17 @@ impl State {
                     return vec![];
                 }
                 self.ensure_known(tid);
-                self.tracees.get_mut(&tid).expect("known").stop = Some(Stop::Signal(sig as i32));
-                vec![tid]
+                // About to take a signal: deliver it first (or answer the
+                // trapped rdtsc), and stop as its handler starts — a point
+                // where injections work, so the process is captured whole.
+                let sig = sig as i32;
+                let deliver = !(sig == libc::SIGSEGV && self.answer_rdtsc(tid));
+                if deliver {
+                    self.report_siginfo(tid, sig);
+                }
+                let _ = pt::interrupt(tid);
+                let _ = pt::cont(tid, deliver.then_some(sig));
+                vec![]
             }
             WaitStatus::PtraceSyscall(p) => {
                 let tid = p.as_raw() as u32;
@@ -821,6 +847,12 @@ impl State {
 
     /// Every tracee is stopped: cut, save, snapshot. The caller resumes.
     fn checkpoint_stopped(&mut self, reason: &str, t0: Instant) {
+        let reason = if self.fresh_execs.is_empty() {
+            reason.to_string()
+        } else {
+            let pids: Vec<String> = self.fresh_execs.drain(..).map(|p| p.to_string()).collect();
+            format!("exec {}", pids.join(" "))
+        };
         let cut_ns = sys::monotonic_ns();
         let epoch = self.epoch;
         self.epoch += 1;
@@ -868,7 +900,7 @@ impl State {
             time_ns: cut_ns,
             first_seq: 0,
             stop_ns,
-            reason: reason.to_string(),
+            reason,
             processes,
         };
         match sink.finish(&cp) {

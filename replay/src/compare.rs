@@ -17,6 +17,9 @@ pub const MAX_PAGE_DIFFERENCES: usize = 64;
 /// words is restored exactly.
 pub const IGNORED_REGISTERS: [&str; 0] = [];
 
+/// The resume flag of eflags, not compared.
+const EFLAGS_RF: u64 = 1 << 16;
+
 /// Bytes of the FXSAVE area `compare` checks: 0..464 (control, status,
 /// x87 and SSE registers, MXCSR). 464..512 is left to software (the kernel
 /// keeps its XSAVE sizes there), not thread state.
@@ -108,8 +111,14 @@ pub fn compare(
             if IGNORED_REGISTERS.contains(name) {
                 continue;
             }
-            let expected = t.regs.get(i).copied().unwrap_or(0);
-            if expected != actual[i] {
+            let mut expected = t.regs.get(i).copied().unwrap_or(0);
+            let mut got = actual[i];
+            if *name == "eflags" {
+                // RF only tells the CPU to skip an instruction breakpoint
+                // once; the kernel sets it on some returns to user mode.
+                (expected, got) = (expected & !EFLAGS_RF, got & !EFLAGS_RF);
+            }
+            if expected != got {
                 out.push(Difference::Register {
                     tid: t.tid,
                     name,

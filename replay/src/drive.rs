@@ -317,6 +317,77 @@ impl Driver {
         }
     }
 
+    /// At a SYSEMU stop on a call that creates a process (fork, vfork, a
+    /// clone without CLONE_THREAD): runs `call` (a clone(2) call's
+    /// registers) instead, puts the program's argument registers back in
+    /// both processes, and returns the result and the new process (its only
+    /// thread stopped at its first stop).
+    pub fn execute_fork(&self, tid: u32, call: Regs) -> Result<(i64, u32), ReplayError> {
+        let orig = sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?;
+        let mut r = call;
+        r.rip = orig.rip - 2;
+        r.rax = call.orig_rax;
+        sys::setregs(tid, r).map_err(err("PTRACE_SETREGS", tid))?;
+        let (ret, child) = self.syscall_round_trip(tid)?;
+        let put_back = |t: u32, rax: u64| -> Result<(), ReplayError> {
+            let mut a = sys::getregs(t).map_err(err("PTRACE_GETREGS", t))?;
+            (a.rdi, a.rsi, a.rdx, a.r10, a.r8, a.r9) =
+                (orig.rdi, orig.rsi, orig.rdx, orig.r10, orig.r8, orig.r9);
+            a.orig_rax = orig.orig_rax;
+            a.rax = rax;
+            sys::setregs(t, a).map_err(err("PTRACE_SETREGS", t))
+        };
+        put_back(tid, ret as u64)?;
+        let Some(child) = child else {
+            return Ok((ret, 0));
+        };
+        match self.wait(child, Duration::from_secs(5))? {
+            WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..) => {}
+            other => return Err(stop_err(child, other, "starting a new process")),
+        }
+        put_back(child, 0)?;
+        Ok((ret, child))
+    }
+
+    /// Delivers `sig` (with `info`, the recorded siginfo) to a stopped
+    /// thread and stops it as the handler starts, before it runs any of it
+    /// (where the recorder stops a thread it caught taking a signal).
+    pub fn deliver_and_stop(
+        &self,
+        tid: u32,
+        sig: i32,
+        info: Option<&[u8]>,
+    ) -> Result<Stop, ReplayError> {
+        self.tgkill(tid, sig)?;
+        sys::cont(tid).map_err(err("PTRACE_CONT", tid))?;
+        match self.wait(tid, Duration::from_secs(5))? {
+            WaitStatus::Stopped(_, s) if s as i32 == sig => {}
+            WaitStatus::StillAlive => return Ok(Stop::Timeout),
+            WaitStatus::Stopped(_, s) => return Ok(Stop::Signal(s as i32)),
+            WaitStatus::Exited(_, code) => return Ok(Stop::Exited((code, 0))),
+            WaitStatus::Signaled(_, s, _) => return Ok(Stop::Exited((0, s as u32))),
+            _ => return Ok(Stop::Other("an unexpected stop")),
+        }
+        if let Some(info) = info {
+            self.set_siginfo(tid, info)?;
+        }
+        sys::interrupt(tid).map_err(err("PTRACE_INTERRUPT", tid))?;
+        sys::cont_signal(tid, sig).map_err(err("PTRACE_CONT", tid))?;
+        match self.wait(tid, Duration::from_secs(5))? {
+            WaitStatus::PtraceEvent(..) => Ok(Stop::Reached),
+            WaitStatus::Exited(_, code) => Ok(Stop::Exited((code, 0))),
+            WaitStatus::Signaled(_, s, _) => Ok(Stop::Exited((0, s as u32))),
+            WaitStatus::StillAlive => Ok(Stop::Timeout),
+            _ => Ok(Stop::Other("an unexpected stop")),
+        }
+    }
+
+    /// A driver for another process (a child the replay created), sharing
+    /// this one's watchdog.
+    pub fn for_process(&self, pid: u32) -> Driver {
+        Driver::new(pid, self.watchdog.clone())
+    }
+
     /// At a SYSEMU stop on exit/exit_group: let it run. Returns the
     /// process's status when the whole process ended.
     pub fn execute_exit(&self, tid: u32, group: bool) -> Result<Option<(i32, u32)>, ReplayError> {

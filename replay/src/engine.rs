@@ -182,34 +182,9 @@ fn replay_epoch(
     for pid in pids {
         match replay_process(trace, epoch, pid, Some(cpu), known, watchdog) {
             Ok(p) => {
-                report.events += p.events;
-                report.threads += p.threads;
-                if report.first_divergence.is_none() {
-                    report.first_divergence = p.divergence.clone();
+                for p in p.flatten() {
+                    report.add(p);
                 }
-                if let Some(why) = &p.skipped {
-                    if report.status == Status::Verified {
-                        report.status = Status::Skipped;
-                        report.reason = Some(format!("process {pid}: {why}"));
-                    }
-                } else if p.divergence.is_some()
-                    || !p.differences.is_empty()
-                    || p.exit_status_match == Some(false)
-                {
-                    report.status = Status::Diverged;
-                    if report.reason.is_none() {
-                        report.reason = Some(match (&p.divergence, p.differences.first()) {
-                            (Some(d), _) => {
-                                format!("process {pid}: expected {}, got {}", d.expected, d.actual)
-                            }
-                            (None, Some(d)) => format!(
-                                "process {pid}: state differs from the next checkpoint: {d}"
-                            ),
-                            (None, None) => format!("process {pid}: exit status differs"),
-                        });
-                    }
-                }
-                report.processes.push(p);
             }
             Err(e) => {
                 report.status = Status::Skipped;
@@ -219,6 +194,42 @@ fn replay_epoch(
     }
     report.elapsed_ns = t0.elapsed().as_nanos() as u64;
     report
+}
+
+impl EpochReport {
+    /// Counts one process's outcome in: the first skip, divergence or
+    /// difference decides the status and reason.
+    fn add(&mut self, p: ProcessOutcome) {
+        let pid = p.pid;
+        self.events += p.events;
+        self.threads += p.threads;
+        if self.first_divergence.is_none() {
+            self.first_divergence = p.divergence.clone();
+        }
+        if let Some(why) = &p.skipped {
+            if self.status == Status::Verified {
+                self.status = Status::Skipped;
+                self.reason = Some(format!("process {pid}: {why}"));
+            }
+        } else if p.divergence.is_some()
+            || !p.differences.is_empty()
+            || p.exit_status_match == Some(false)
+        {
+            self.status = Status::Diverged;
+            if self.reason.is_none() {
+                self.reason = Some(match (&p.divergence, p.differences.first()) {
+                    (Some(d), _) => {
+                        format!("process {pid}: expected {}, got {}", d.expected, d.actual)
+                    }
+                    (None, Some(d)) => {
+                        format!("process {pid}: state differs from the next checkpoint: {d}")
+                    }
+                    (None, None) => format!("process {pid}: exit status differs"),
+                });
+            }
+        }
+        self.processes.push(p);
+    }
 }
 
 /// Pins the calling thread (and what it forks) to one CPU.

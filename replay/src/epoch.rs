@@ -59,6 +59,9 @@ pub struct ProcessOutcome {
     /// Why this process's epoch could not be replayed to its end (then it
     /// is neither verified nor diverged).
     pub skipped: Option<String>,
+    /// Processes it created during the epoch, replayed from their birth.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ProcessOutcome>,
 }
 
 impl ProcessOutcome {
@@ -68,6 +71,32 @@ impl ProcessOutcome {
             && self.divergence.is_none()
             && self.differences.is_empty()
             && self.exit_status_match != Some(false)
+            && self.children.iter().all(ProcessOutcome::ok)
+    }
+
+    fn new(pid: u32, events: usize) -> ProcessOutcome {
+        ProcessOutcome {
+            pid,
+            events: events as u64,
+            threads: 0,
+            divergence: None,
+            differences: Vec::new(),
+            output_mismatches: 0,
+            exit_status_match: None,
+            notes: Vec::new(),
+            skipped: None,
+            children: Vec::new(),
+        }
+    }
+
+    /// This outcome and its descendants', parents first (children moved out).
+    pub fn flatten(mut self) -> Vec<ProcessOutcome> {
+        let children = std::mem::take(&mut self.children);
+        let mut out = vec![self];
+        for c in children {
+            out.extend(c.flatten());
+        }
+        out
     }
 }
 
@@ -84,6 +113,13 @@ struct Log {
     start_cpu: Option<u32>,
     /// The recorded siginfo of each signal delivered, by thread, in order.
     siginfos: HashMap<u32, VecDeque<(u32, Vec<u8>)>>,
+    /// Images exec'd: (tid, path, argv), in order.
+    execs: Vec<(u32, String, Vec<String>)>,
+    /// Threads that received signals.
+    tids: std::collections::HashSet<u32>,
+    /// Signals delivered to a thread after its last syscall of the epoch
+    /// (the checkpoint caught it as their handler started).
+    final_signals: HashMap<u32, Vec<u32>>,
 }
 
 /// Registers worth naming in a divergence.
@@ -141,7 +177,11 @@ fn replay_once(
     watchdog: &Watchdog,
     eager: bool,
 ) -> Result<ProcessOutcome, ReplayError> {
-    let log = load_log(trace, epoch, pid)?;
+    let mut logs = load_logs(trace, epoch)?;
+    let log = logs.remove(&pid).unwrap_or_default();
+    let this = trace
+        .checkpoint(epoch)
+        .map_err(|source| ReplayError::Trace { epoch, source })?;
     // `cpuid` reports the CPU it runs on and cannot be trapped here (no
     // CPUID faulting): where a program starts (ld.so reads it once), replay
     // on the CPU the recording started on, so it reads the same.
@@ -149,11 +189,7 @@ fn replay_once(
     // (Not available_parallelism: this worker thread is pinned to one CPU.)
     // SAFETY: sysconf has no preconditions.
     let ncpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    let starts_here = epoch == 0
-        || log
-            .order
-            .iter()
-            .any(|e| matches!(&e.kind, EventKind::Syscall(s) if s.nr == nr::EXECVE && s.ret == 0));
+    let starts_here = epoch == 0 || exec_pids(&this.reason).contains(&pid);
     let cpu = match first_cpu {
         Some(c) if starts_here && c < ncpus => Some(c),
         _ => cpu,
@@ -169,50 +205,32 @@ fn replay_once(
         .iter()
         .map(|c| c.epoch)
         .find(|&e| e > epoch);
+    let next_execs = match next {
+        Some(k1) => trace
+            .checkpoint(k1)
+            .map(|c| exec_pids(&c.reason))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut live = restore(trace, epoch, pid, cpu)?;
     let drv = Driver::new(live.pid, watchdog.clone());
-    let mut run = Run {
-        drv,
-        pid,
-        live: &mut live,
-        trace,
-        known,
-        brk: None,
-        fds: HashMap::new(),
-        out: ProcessOutcome {
-            pid,
-            events: log.order.len() as u64,
-            threads: 0,
-            divergence: None,
-            differences: Vec::new(),
-            output_mismatches: 0,
-            exit_status_match: None,
-            notes: Vec::new(),
-            skipped: None,
-        },
-        exited: Vec::new(),
-        at_cut: Vec::new(),
-        eager,
-        siginfos: HashMap::new(),
-        last_of_thread: false,
-        prerun: HashMap::new(),
-        exit_status: None,
-    };
+    let mut run = Run::new(drv, pid, &mut live, trace, known, eager);
+    run.logs = logs;
+    run.next = next;
+    run.next_execs = next_execs;
     run.out.threads = run.live.tids.len();
     run.prepare(epoch)?;
-    run.siginfos = log.siginfos;
-    let finished = run.play(log.order, log.signals)?;
-    if finished && run.out.divergence.is_none() {
-        match (next, run.exit_status) {
-            (_, Some(status)) => run.out.exit_status_match = Some(Some(status) == log.exit),
-            (Some(k1), None) => run.check_against(k1)?,
-            (None, None) => run
-                .out
-                .notes
-                .push("the trace ends before this process exits: nothing to compare".into()),
-        }
-    }
+    run.play_and_check(log)?;
     Ok(run.out)
+}
+
+/// The processes a checkpoint's reason says it caught as their new image
+/// started ("exec PID PID...").
+fn exec_pids(reason: &str) -> Vec<u32> {
+    match reason.strip_prefix("exec ") {
+        Some(rest) => rest.split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+        None => Vec::new(),
+    }
 }
 
 /// Facts about threads gathered from the whole trace: the clear_child_tid
@@ -265,30 +283,26 @@ impl Knowledge {
     }
 }
 
-fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
-    let mut log = Log::default();
+/// The logs of every process with events in epoch `epoch`, by pid.
+fn load_logs(trace: &Trace, epoch: u32) -> Result<HashMap<u32, Log>, ReplayError> {
+    let mut logs: HashMap<u32, Log> = HashMap::new();
+    // Per tid: signals delivered since its last syscall; the CPU it was
+    // last switched in on (until its process's start CPU is known).
     let mut pending: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut last_switch_in: HashMap<u32, u32> = HashMap::new();
-    // Events before the epoch's own mark happened before its checkpoint
-    // (epoch 0 also holds what preceded the first cut).
-    let mut started = true;
-    let mut seen_mark = false;
-    // (If the epoch's mark is found, everything before it is discarded.)
     for e in trace.events_in_epoch(epoch) {
         let e = e.map_err(|source| ReplayError::Trace { epoch, source })?;
         if let EventKind::EpochMark { epoch: m } = e.kind {
-            if m == epoch && !seen_mark {
-                seen_mark = true;
-                started = true;
-                log = Log::default();
+            // Events before the epoch's own mark happened before its
+            // checkpoint (epoch 0 also holds what preceded the first cut).
+            if m == epoch {
+                logs.clear();
                 pending.clear();
                 last_switch_in.clear();
             }
             continue;
         }
-        if !started || e.pid != pid {
-            continue;
-        }
+        let log = logs.entry(e.pid).or_default();
         match &e.kind {
             EventKind::Syscall(sc) if sc.nr == recorder_common::PSEUDO_SIGINFO => {
                 let sig = sc.args.as_slice().first().copied().unwrap_or(0) as u32;
@@ -302,16 +316,10 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
             EventKind::Switch { next_tid, .. } if *next_tid == e.tid && log.start_cpu.is_none() => {
                 last_switch_in.insert(e.tid, e.cpu);
             }
-            EventKind::Syscall(sc)
-                if log.start_cpu.is_none() && sc.nr != recorder_common::PSEUDO_RDTSC =>
-            {
-                log.start_cpu = Some(last_switch_in.get(&e.tid).copied().unwrap_or(e.cpu));
-                if let Some(sigs) = pending.remove(&e.tid) {
-                    log.signals.insert(e.seq, sigs);
+            EventKind::Syscall(sc) => {
+                if log.start_cpu.is_none() && sc.nr != recorder_common::PSEUDO_RDTSC {
+                    log.start_cpu = Some(last_switch_in.get(&e.tid).copied().unwrap_or(e.cpu));
                 }
-                log.order.push_back(e)
-            }
-            EventKind::Syscall(_) => {
                 if let Some(sigs) = pending.remove(&e.tid) {
                     log.signals.insert(e.seq, sigs);
                 }
@@ -323,6 +331,10 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
                 ..
             } => {
                 pending.entry(e.tid).or_default().push(*sig);
+                log.tids.insert(e.tid);
+            }
+            EventKind::Exec { path, argv } => {
+                log.execs.push((e.tid, path.clone(), argv.clone()));
             }
             EventKind::Exit {
                 code,
@@ -332,9 +344,23 @@ fn load_log(trace: &Trace, epoch: u32, pid: u32) -> Result<Log, ReplayError> {
             _ => {}
         }
     }
-    schedule_by_entry(&mut log.order);
-    hoist_clones(&mut log.order);
-    Ok(log)
+    for (tid, sigs) in pending {
+        if let Some(pid) = trace_pid_of(&logs, tid) {
+            logs.entry(pid).or_default().final_signals.insert(tid, sigs);
+        }
+    }
+    for log in logs.values_mut() {
+        schedule_by_entry(&mut log.order);
+        hoist_clones(&mut log.order);
+    }
+    Ok(logs)
+}
+
+/// The process whose log saw thread `tid` take a signal.
+fn trace_pid_of(logs: &HashMap<u32, Log>, tid: u32) -> Option<u32> {
+    logs.iter()
+        .find(|(_, l)| l.tids.contains(&tid))
+        .map(|(&p, _)| p)
 }
 
 /// Threads switch at syscalls, and what a thread did before a syscall
@@ -396,14 +422,101 @@ struct Run<'a> {
     eager: bool,
     /// Recorded siginfo of delivered signals, by recorded tid.
     siginfos: HashMap<u32, VecDeque<(u32, Vec<u8>)>>,
-    /// The syscall being handled is its thread's last in the epoch.
+    /// The syscall being handled is its thread's (process's) last in the
+    /// epoch.
     last_of_thread: bool,
+    last_of_process: bool,
     /// Where threads run ahead stopped (live tid).
     prerun: HashMap<u32, Stop>,
     exit_status: Option<(i32, u32)>,
+    /// Logs of the epoch's other processes, for children forked here.
+    logs: HashMap<u32, Log>,
+    /// The next checkpoint, and the processes it caught as they exec'd.
+    next: Option<u32>,
+    next_execs: Vec<u32>,
+    /// Images this process exec'd in the recording: (tid, path, argv).
+    execs: VecDeque<(u32, String, Vec<String>)>,
+    /// Signals to deliver after the log, by recorded tid.
+    final_signals: HashMap<u32, Vec<u32>>,
+    /// The process ended its epoch by exec'ing (checked up to there; the
+    /// new image is the next checkpoint's).
+    exec_end: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(
+        drv: Driver,
+        pid: u32,
+        live: &'a mut Restored,
+        trace: &'a Trace,
+        known: &'a Knowledge,
+        eager: bool,
+    ) -> Run<'a> {
+        Run {
+            drv,
+            pid,
+            live,
+            trace,
+            known,
+            brk: None,
+            fds: HashMap::new(),
+            out: ProcessOutcome::new(pid, 0),
+            exited: Vec::new(),
+            at_cut: Vec::new(),
+            eager,
+            siginfos: HashMap::new(),
+            last_of_thread: false,
+            last_of_process: false,
+            prerun: HashMap::new(),
+            exit_status: None,
+            logs: HashMap::new(),
+            next: None,
+            next_execs: Vec::new(),
+            execs: VecDeque::new(),
+            exec_end: false,
+            final_signals: HashMap::new(),
+        }
+    }
+
+    /// Plays the process's log, then checks where it ended: its exit
+    /// status, or the next checkpoint.
+    fn play_and_check(&mut self, log: Log) -> Result<(), ReplayError> {
+        let Log {
+            order,
+            signals,
+            exit,
+            start_cpu: _,
+            siginfos,
+            execs,
+            final_signals,
+            tids: _,
+        } = log;
+        self.final_signals = final_signals;
+        self.out.events = order.len() as u64;
+        self.siginfos = siginfos;
+        self.execs = execs.into();
+        let finished = self.play(order, signals)?;
+        if !finished || self.out.divergence.is_some() || self.out.skipped.is_some() {
+            return Ok(());
+        }
+        if self.exec_end {
+            self.out.notes.push(format!(
+                "replayed up to its exec; the new image is checked from checkpoint {}",
+                self.next.unwrap_or_default()
+            ));
+            return Ok(());
+        }
+        match (self.next, self.exit_status) {
+            (_, Some(status)) => self.out.exit_status_match = Some(Some(status) == exit),
+            (Some(k1), None) => self.check_against(k1)?,
+            (None, None) => self
+                .out
+                .notes
+                .push("the trace ends before this process exits: nothing to compare".into()),
+        }
+        Ok(())
+    }
+
     fn live_tid(&self, tid: u32) -> Option<u32> {
         self.live.tids.get(&tid).copied()
     }
@@ -458,7 +571,10 @@ impl Run<'_> {
                 continue;
             };
             // A new thread's first event is its side of clone: already done.
-            if sc.ret == 0 && matches!(sc.nr, nr::CLONE | nr::CLONE3) && self.born_here(e.tid) {
+            if sc.ret == 0
+                && matches!(sc.nr, nr::CLONE | nr::CLONE3 | nr::FORK | nr::VFORK)
+                && self.born_here(e.tid)
+            {
                 continue;
             }
             let Some(tid) = self.live_tid(e.tid) else {
@@ -504,6 +620,7 @@ impl Run<'_> {
             match stop {
                 Stop::SyscallEntry(regs) => {
                     self.last_of_thread = !order.iter().any(|n| n.tid == e.tid);
+                    self.last_of_process = order.is_empty();
                     if !self.syscall(&e, sc, tid, regs)? {
                         return Ok(false);
                     }
@@ -671,20 +788,21 @@ impl Run<'_> {
             12 => self.emulate_brk(tid, sc)?,            // brk
             9 => self.execute_mmap(tid, regs, sc)?,      // mmap
             25 => self.execute_fixed(tid, regs, sc, 4)?, // mremap: force MREMAP_FIXED
-            nr::CLONE | nr::CLONE3 => self.execute_clone(e, sc, tid, regs)?,
-            nr::FORK | nr::VFORK => {
-                self.out.notes.push(format!("process {} forked inside the epoch: the child is replayed from the next checkpoint", sc.ret));
-                self.drv.emulate(tid, sc.ret)?
+            nr::CLONE | nr::CLONE3 | nr::FORK | nr::VFORK => {
+                self.execute_clone(e, sc, tid, regs)?
             }
             nr::EXECVE | nr::EXECVEAT if sc.ret == 0 => {
-                // A new image is not rebuilt inside an epoch: what ran before
-                // the exec was checked; its result is checked by the next
-                // checkpoint's own epoch.
-                self.out.skipped = Some(format!(
-                    "the process exec'd inside the epoch (event {}): replayed up to the exec, checked from the next checkpoint",
-                    e.seq
-                ));
-                return Ok(false);
+                // A new image is not rebuilt inside an epoch: the recorder
+                // checkpoints every exec'd image as it starts, so the exec
+                // ends this process's epoch. Checked: it execs what it did.
+                if !self.last_of_process || !self.next_execs.contains(&self.pid) {
+                    self.out.skipped = Some(format!(
+                        "the process exec'd inside the epoch (event {}) and the next checkpoint does not start at that exec: replayed up to the exec",
+                        e.seq
+                    ));
+                    return Ok(false);
+                }
+                return self.check_exec(e, sc, regs);
             }
             // rt_sigreturn restores the registers from the signal frame: its
             // "result" is the interrupted code's rax, and no argument
@@ -920,12 +1038,11 @@ impl Run<'_> {
                 .map(|o| u64::from_le_bytes(o.data[..8].try_into().expect("8")))
                 .unwrap_or(0)
         };
-        if flags & CLONE_THREAD == 0 {
-            self.out.notes.push(format!(
-                "process {} created inside the epoch: replayed from the next checkpoint",
-                sc.ret
-            ));
+        if sc.ret <= 0 {
             return self.drv.emulate(tid, sc.ret);
+        }
+        if sc.nr == nr::FORK || sc.nr == nr::VFORK || flags & CLONE_THREAD == 0 {
+            return self.execute_fork(e, sc, tid, regs);
         }
         let child = self.drv.execute_clone(tid)?;
         self.live.tids.insert(sc.ret as u32, child);
@@ -935,8 +1052,6 @@ impl Run<'_> {
         // CLONE_PARENT_SETTID / CLONE_CHILD_SETTID asked: the program must
         // see the recorded one.
         self.drv.set_return(tid, sc.ret)?;
-        const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
-        const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
         let (ptid, ctid) = if sc.nr == nr::CLONE {
             (regs.rdx, regs.r10)
         } else {
@@ -957,6 +1072,137 @@ impl Run<'_> {
             self.live.write_memory(ctid, &recorded)?;
         }
         Ok(sc.ret)
+    }
+
+    /// A new process: created for real from the replayed one (a copy of it
+    /// as the recorded child was of its parent), then its own log is
+    /// replayed right away, before the parent goes on: the child's syscalls
+    /// are emulated, so its order against the parent's does not matter
+    /// (a vfork parent waited for it anyway).
+    fn execute_fork(
+        &mut self,
+        e: &Event,
+        sc: &Syscall,
+        tid: u32,
+        regs: Regs,
+    ) -> Result<i64, ReplayError> {
+        let Some(args) = CloneArgs::of(sc, &regs) else {
+            self.out.notes.push(format!(
+                "process {} was created with clone flags replay does not rebuild: replayed from the next checkpoint",
+                sc.ret
+            ));
+            return self.drv.emulate(tid, sc.ret);
+        };
+        // As a plain clone(2): no exit signal (the replayed parent must not
+        // see its replayed child die: its waits are emulated) and no
+        // CLONE_VFORK (the parent stays stopped while the child runs).
+        let mut call = regs;
+        call.orig_rax = nr::CLONE as u64;
+        call.rdi = args.flags & !(0xff | CLONE_VFORK);
+        (call.rsi, call.rdx, call.r10, call.r8) = (args.stack, args.ptid, args.ctid, args.tls);
+        let (ret, child) = self.drv.execute_fork(tid, call)?;
+        if ret < 0 || child == 0 {
+            self.diverge(
+                Some(e.seq),
+                e.tid,
+                format!("{} = {}", call_text(sc.nr, sc.args.as_slice()), sc.ret),
+                format!("= {ret} (creating the process failed)"),
+            );
+            return Ok(i64::MIN);
+        }
+        let pid = sc.ret as u32;
+        let recorded = pid.to_le_bytes();
+        if args.flags & CLONE_PARENT_SETTID != 0 && args.ptid != 0 {
+            self.live.write_memory(args.ptid, &recorded)?;
+        }
+        let mut child = self.live.forked(child, pid)?;
+        if args.flags & CLONE_CHILD_SETTID != 0 && args.ctid != 0 {
+            child.write_memory(args.ctid, &recorded)?;
+        }
+        let outcome = self.run_child(pid, &mut child);
+        child.kill();
+        self.out.children.push(outcome?);
+        self.drv.set_return(tid, sc.ret)?;
+        Ok(sc.ret)
+    }
+
+    /// Replays the log of child process `pid` (recorded pid), just created
+    /// as `live`.
+    fn run_child(&mut self, pid: u32, live: &mut Restored) -> Result<ProcessOutcome, ReplayError> {
+        let log = self.logs.remove(&pid).unwrap_or_default();
+        let drv = self.drv.for_process(live.pid);
+        let mut run = Run::new(drv, pid, live, self.trace, self.known, self.eager);
+        run.logs = std::mem::take(&mut self.logs);
+        run.next = self.next;
+        run.next_execs = self.next_execs.clone();
+        run.brk = self.brk;
+        run.fds = self.fds.clone();
+        run.out.threads = 1;
+        let played = run.play_and_check(log);
+        self.logs = std::mem::take(&mut run.logs);
+        played?;
+        Ok(run.out)
+    }
+
+    /// At a successful execve that ends the process's epoch: the program
+    /// must exec the recorded path with the recorded arguments.
+    fn check_exec(&mut self, e: &Event, sc: &Syscall, regs: Regs) -> Result<bool, ReplayError> {
+        let recorded = self
+            .execs
+            .iter()
+            .position(|(t, _, _)| *t == e.tid)
+            .and_then(|i| self.execs.remove(i));
+        let (path_at, argv_at) = if sc.nr == nr::EXECVE {
+            (Some(regs.rdi), regs.rsi)
+        } else {
+            (None, regs.rdx)
+        };
+        if let Some((_, path, argv)) = recorded {
+            let mut live_argv = Vec::new();
+            for i in 0..4096u64 {
+                let mut ptr = [0u8; 8];
+                if self.live.read_memory(argv_at + 8 * i, &mut ptr).unwrap_or(0) < 8 {
+                    break;
+                }
+                match u64::from_le_bytes(ptr) {
+                    0 => break,
+                    p => live_argv.push(self.read_cstr(p)),
+                }
+            }
+            // The recorded argv is the new image's: a script's has the
+            // interpreter (and its argument) in front, and the recorder may
+            // have cut the last argument short. argv[0] is the caller's
+            // choice either way; the rest must end the recorded argv.
+            let tail = live_argv.get(1..).unwrap_or_default();
+            let args_match = tail.len() < argv.len()
+                && tail.iter().zip(&argv[argv.len() - tail.len()..]).enumerate().all(
+                    |(i, (live, rec))| live == rec || (i + 1 == tail.len() && live.starts_with(rec.as_str())),
+                );
+            let path_matches = path_at.is_none_or(|at| self.read_cstr(at) == path);
+            if !(args_match || tail.is_empty()) || !path_matches {
+                let actual = path_at.map(|at| self.read_cstr(at)).unwrap_or_default();
+                self.diverge(
+                    Some(e.seq),
+                    e.tid,
+                    format!("exec {path} {}", argv.join(" ")),
+                    format!("exec {actual} {}", live_argv.join(" ")),
+                );
+                return Ok(false);
+            }
+        }
+        self.exec_end = true;
+        Ok(true)
+    }
+
+    /// A NUL-terminated string of the replayed process (up to 4 KiB).
+    fn read_cstr(&self, addr: u64) -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = self.live.read_memory(addr, &mut buf).unwrap_or(0);
+        buf.truncate(n);
+        if let Some(end) = buf.iter().position(|&b| b == 0) {
+            buf.truncate(end);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     /// After the log: bring every thread to where the next checkpoint caught
@@ -980,6 +1226,25 @@ impl Run<'_> {
                     .push(format!("thread {} missing", t.tid));
                 continue;
             };
+            if let Some(sigs) = self.final_signals.remove(&t.tid) {
+                // Caught as a handler started: deliver what it took.
+                for sig in sigs {
+                    let info = self.siginfos.get_mut(&t.tid).and_then(|q| {
+                        let at = q.iter().position(|(s, _)| *s == sig)?;
+                        q.remove(at).map(|(_, b)| b)
+                    });
+                    match self.drv.deliver_and_stop(tid, sig as i32, info.as_deref())? {
+                        Stop::Reached => {}
+                        other => self.diverge(
+                            None,
+                            t.tid,
+                            format!("take signal {sig} at the checkpoint"),
+                            format!("{other:?}"),
+                        ),
+                    }
+                }
+                continue;
+            }
             let rip = t.regs[16];
             let rax = t.regs[10] as i64;
             if t.syscall.is_some() && !(-516..=-512).contains(&rax) {
@@ -1042,7 +1307,7 @@ impl Run<'_> {
         for t in &p.threads {
             let sp = t.regs[19].saturating_sub(128);
             if let Some(m) = p.maps.iter().find(|m| m.start <= sp && sp < m.end) {
-                ignore.push((m.start, sp & !4095));
+                ignore.push((m.start, sp));
             }
         }
         let diffs = compare(self.trace, k1, self.pid, &*self.live, &ignore)?;
@@ -1060,6 +1325,72 @@ impl Run<'_> {
             self.out.differences.push(d.to_string());
         }
         Ok(())
+    }
+}
+
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+/// Flags that make a process replay does not rebuild (new namespaces, a
+/// pidfd, a parent other than the caller...).
+const CLONE_UNSUPPORTED: u64 = 0x1000 // CLONE_PIDFD
+    | 0x8000 // CLONE_PARENT
+    | 0x7e02_0000 // CLONE_NEW*
+    | 0x2_0000_0000; // CLONE_INTO_CGROUP
+
+/// A process-creating fork, vfork, clone or clone3, as clone(2) arguments.
+#[derive(Debug, Clone, Copy)]
+struct CloneArgs {
+    flags: u64,
+    stack: u64,
+    ptid: u64,
+    ctid: u64,
+    tls: u64,
+}
+
+impl CloneArgs {
+    fn of(sc: &Syscall, regs: &Regs) -> Option<CloneArgs> {
+        let a = match sc.nr {
+            nr::FORK => CloneArgs {
+                flags: 0,
+                stack: 0,
+                ptid: 0,
+                ctid: 0,
+                tls: 0,
+            },
+            nr::VFORK => CloneArgs {
+                flags: 0x100 | CLONE_VFORK, // CLONE_VM
+                stack: 0,
+                ptid: 0,
+                ctid: 0,
+                tls: 0,
+            },
+            nr::CLONE => CloneArgs {
+                flags: regs.rdi,
+                stack: regs.rsi,
+                ptid: regs.rdx,
+                ctid: regs.r10,
+                tls: regs.r8,
+            },
+            _ => {
+                // struct clone_args: flags, pidfd, child_tid, parent_tid,
+                // exit_signal, stack, stack_size, tls (u64 each).
+                let o = sc
+                    .outputs
+                    .iter()
+                    .find(|o| o.arg == SLOT_INPUT && o.data.len() >= 64)?;
+                let w = |i: usize| u64::from_le_bytes(o.data[i * 8..i * 8 + 8].try_into().expect("8"));
+                let top = if w(5) != 0 { w(5) + w(6) } else { 0 };
+                CloneArgs {
+                    flags: w(0),
+                    stack: top,
+                    ptid: w(3),
+                    ctid: w(2),
+                    tls: w(7),
+                }
+            }
+        };
+        (a.flags & CLONE_UNSUPPORTED == 0).then_some(a)
     }
 }
 

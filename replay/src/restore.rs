@@ -661,6 +661,21 @@ impl Restored {
         Ok(ret)
     }
 
+    /// A process the restored one forked during the replay (stopped at its
+    /// first stop): recorded tid `tid` is live `child`. It shares the
+    /// parent's scratch page address (a copy, or the page itself).
+    pub fn forked(&self, child: u32, tid: u32) -> Result<Restored, ReplayError> {
+        let mem = Mem::open(child).map_err(ReplayError::sys("open /proc/PID/mem", child))?;
+        Ok(Restored {
+            pid: child,
+            tids: BTreeMap::from([(tid, child)]),
+            scratch: self.scratch,
+            mem,
+            live: vec![child],
+            alive: true,
+        })
+    }
+
     /// Takes a thread the process created while running (already stopped
     /// in its first ptrace-stop) under management: `inject` accepts it.
     pub fn adopt_thread(&mut self, tid: u32) {

@@ -241,6 +241,12 @@ pub fn sysemu_signal(tid: u32, sig: i32) -> io::Result<()> {
     ptrace::sysemu(pid(tid), Some(sig)).map_err(io)
 }
 
+/// Resumes, delivering `sig` first (from a signal-delivery-stop).
+pub fn cont_signal(tid: u32, sig: i32) -> io::Result<()> {
+    let sig = nix::sys::signal::Signal::try_from(sig).map_err(io)?;
+    ptrace::cont(pid(tid), Some(sig)).map_err(io)
+}
+
 /// Sends `sig` to thread `tid` of process `tgid`.
 pub fn tgkill(tgid: u32, tid: u32, sig: i32) -> io::Result<()> {
     // SAFETY: tgkill takes no pointers.
