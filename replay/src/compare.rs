@@ -160,6 +160,13 @@ pub fn compare(
                 let want: &[u8] = image.get(&addr).map_or(&zero, |p| p);
                 if let Some(first_byte) = first_difference(addr, want, have, ignore) {
                     let at = (first_byte - addr) as usize;
+                    if std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some() {
+                        for (w, (a, b)) in want.chunks(8).zip(have.chunks(8)).enumerate() {
+                            if a != b {
+                                eprintln!("  {:#x}: expected {a:02x?} got {b:02x?}", addr + 8 * w as u64);
+                            }
+                        }
+                    }
                     let word = |p: &[u8]| {
                         let mut w = [0u8; 8];
                         let end = (at + 8).min(p.len());

@@ -1219,6 +1219,7 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         let mut in_syscall = Vec::new();
+        let mut frames = Vec::new();
         for t in &p.threads {
             let Some(tid) = self.live_tid(t.tid) else {
                 self.out
@@ -1234,7 +1235,13 @@ impl<'a> Run<'a> {
                         q.remove(at).map(|(_, b)| b)
                     });
                     match self.drv.deliver_and_stop(tid, sig as i32, info.as_deref())? {
-                        Stop::Reached => {}
+                        Stop::Reached => {
+                            // The frame's err, trapno and cr2 are the
+                            // thread's last fault, from before the epoch.
+                            let frame = self.drv.regs(tid)?.rsp;
+                            frames.push((frame + 0xc8, frame + 0xd8));
+                            frames.push((frame + 0xe0, frame + 0xe8));
+                        }
                         other => self.diverge(
                             None,
                             t.tid,
@@ -1302,6 +1309,7 @@ impl<'a> Run<'a> {
             .rseq
             .iter()
             .map(|&(a, l)| (a, a + l.max(32)))
+            .chain(frames)
             .collect();
         // Below a thread's stack pointer (and its red zone) is dead memory.
         for t in &p.threads {

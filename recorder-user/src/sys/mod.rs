@@ -368,7 +368,8 @@ impl HeldChild {
         ptrs.push(std::ptr::null());
         let (rd, wr) = nix::unistd::pipe().map_err(|e| launch_err(e.into()))?;
         // SAFETY: the process is single-threaded here (documented contract),
-        // and the child only calls read, execvp, write and _exit.
+        // and the child only makes async-signal-safe calls (read, signal,
+        // sigaltstack, sigprocmask, execvp, write, _exit).
         match unsafe { nix::unistd::fork() }.map_err(|e| launch_err(e.into()))? {
             nix::unistd::ForkResult::Child => {
                 drop(wr);
@@ -378,6 +379,19 @@ impl HeldChild {
                     if libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) != 1 {
                         libc::_exit(127);
                     }
+                    // What the command must not inherit from us (both survive
+                    // exec): Rust's ignored SIGPIPE and its alternate signal
+                    // stack, as a shell would start it.
+                    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                    let off = libc::stack_t {
+                        ss_sp: std::ptr::null_mut(),
+                        ss_flags: libc::SS_DISABLE,
+                        ss_size: 0,
+                    };
+                    libc::sigaltstack(&off, std::ptr::null_mut());
+                    let mut none: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut none);
+                    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                     libc::execvp(ptrs[0], ptrs.as_ptr());
                     let msg = b"uniplay: cannot execute the command\n";
                     libc::write(2, msg.as_ptr().cast(), msg.len());
