@@ -150,18 +150,6 @@ impl Driver {
         self.classify(tid, slice)
     }
 
-    /// From a signal-delivery-stop: deliver `sig` (the handler runs) and go
-    /// on to the next syscall entry.
-    pub fn deliver_and_run(
-        &self,
-        tid: u32,
-        sig: i32,
-        slice: Duration,
-    ) -> Result<Stop, ReplayError> {
-        sys::sysemu_signal(tid, sig).map_err(err("PTRACE_SYSEMU", tid))?;
-        self.classify(tid, slice)
-    }
-
     fn classify(&self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
         match self.wait(tid, slice)? {
             WaitStatus::StillAlive => {
@@ -371,6 +359,12 @@ impl Driver {
         if let Some(info) = info {
             self.set_siginfo(tid, info)?;
         }
+        self.enter_handler(tid, sig)
+    }
+
+    /// From a signal-delivery-stop: delivers `sig` and stops the thread as
+    /// its handler starts (or, for a signal without one, where it goes on).
+    pub fn enter_handler(&self, tid: u32, sig: i32) -> Result<Stop, ReplayError> {
         sys::interrupt(tid).map_err(err("PTRACE_INTERRUPT", tid))?;
         sys::cont_signal(tid, sig).map_err(err("PTRACE_CONT", tid))?;
         match self.wait(tid, Duration::from_secs(5))? {

@@ -436,6 +436,8 @@ struct Run<'a> {
     next_execs: Vec<u32>,
     /// Images this process exec'd in the recording: (tid, path, argv).
     execs: VecDeque<(u32, String, Vec<String>)>,
+    /// Signal frames the replay had the kernel write (handler-entry sp).
+    frames: Vec<u64>,
     /// Signals to deliver after the log, by recorded tid.
     final_signals: HashMap<u32, Vec<u32>>,
     /// The process ended its epoch by exec'ing (checked up to there; the
@@ -475,6 +477,7 @@ impl<'a> Run<'a> {
             execs: VecDeque::new(),
             exec_end: false,
             final_signals: HashMap::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -615,7 +618,13 @@ impl<'a> Run<'a> {
                 if let Some(info) = info {
                     self.drv.set_siginfo(tid, &info)?;
                 }
-                stop = self.drv.deliver_and_run(tid, sig, TIME_SLICE)?;
+                stop = match self.drv.enter_handler(tid, sig)? {
+                    Stop::Reached => {
+                        self.frames.push(self.drv.regs(tid)?.rsp);
+                        self.drv.run_to_syscall(tid, TIME_SLICE)?
+                    }
+                    other => other,
+                };
             }
             match stop {
                 Stop::SyscallEntry(regs) => {
@@ -1219,7 +1228,6 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         let mut in_syscall = Vec::new();
-        let mut frames = Vec::new();
         for t in &p.threads {
             let Some(tid) = self.live_tid(t.tid) else {
                 self.out
@@ -1235,13 +1243,7 @@ impl<'a> Run<'a> {
                         q.remove(at).map(|(_, b)| b)
                     });
                     match self.drv.deliver_and_stop(tid, sig as i32, info.as_deref())? {
-                        Stop::Reached => {
-                            // The frame's err, trapno and cr2 are the
-                            // thread's last fault, from before the epoch.
-                            let frame = self.drv.regs(tid)?.rsp;
-                            frames.push((frame + 0xc8, frame + 0xd8));
-                            frames.push((frame + 0xe0, frame + 0xe8));
-                        }
+                        Stop::Reached => self.frames.push(self.drv.regs(tid)?.rsp),
                         other => self.diverge(
                             None,
                             t.tid,
@@ -1309,8 +1311,12 @@ impl<'a> Run<'a> {
             .rseq
             .iter()
             .map(|&(a, l)| (a, a + l.max(32)))
-            .chain(frames)
             .collect();
+        // A signal frame's err, trapno and cr2 words are its thread's last
+        // fault, which may predate the epoch (a restored thread has none).
+        for &f in &self.frames {
+            ignore.extend([(f + 0xc8, f + 0xd8), (f + 0xe0, f + 0xe8)]);
+        }
         // Below a thread's stack pointer (and its red zone) is dead memory.
         for t in &p.threads {
             let sp = t.regs[19].saturating_sub(128);

@@ -235,12 +235,6 @@ pub fn step(tid: u32) -> io::Result<()> {
     ptrace::step(pid(tid), None).map_err(io)
 }
 
-/// Like [`sysemu`], delivering `sig` first (from a signal-delivery-stop).
-pub fn sysemu_signal(tid: u32, sig: i32) -> io::Result<()> {
-    let sig = nix::sys::signal::Signal::try_from(sig).map_err(io)?;
-    ptrace::sysemu(pid(tid), Some(sig)).map_err(io)
-}
-
 /// Resumes, delivering `sig` first (from a signal-delivery-stop).
 pub fn cont_signal(tid: u32, sig: i32) -> io::Result<()> {
     let sig = nix::sys::signal::Signal::try_from(sig).map_err(io)?;
