@@ -78,31 +78,36 @@ fn print_report(r: &Report) {
 }
 
 fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
-    writeln!(out, "epoch  status     events  threads  time s  details")?;
+    writeln!(
+        out,
+        "epoch  status     events  procs  threads  time s  details"
+    )?;
     for e in &r.epochs {
         let status = match e.status {
             Status::Verified => "verified",
             Status::Diverged => "DIVERGED",
             Status::Skipped => "skipped",
         };
-        let mut details = e.reason.clone().unwrap_or_default();
+        let mut details: Vec<String> = e.reason.iter().cloned().collect();
+        let execs = e.processes.iter().filter(|p| p.ended_at_exec).count();
+        if execs > 0 {
+            details.push(format!(
+                "{execs} exec'd (replayed from the next checkpoint on)"
+            ));
+        }
         for p in &e.processes {
-            for n in &p.notes {
-                if !details.is_empty() {
-                    details.push_str("; ");
-                }
-                details.push_str(n);
-            }
+            details.extend(p.notes.iter().map(|n| format!("process {}: {n}", p.pid)));
         }
         writeln!(
             out,
-            "{:>5}  {:<9} {:>7}  {:>7}  {:>6.3}  {}",
+            "{:>5}  {:<9} {:>7}  {:>5}  {:>7}  {:>6.3}  {}",
             e.index,
             status,
             e.events,
+            e.processes.len(),
             e.threads,
             e.elapsed_ns as f64 / 1e9,
-            details
+            details.join("; ")
         )?;
         if let Some(d) = &e.first_divergence {
             writeln!(

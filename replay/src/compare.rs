@@ -163,7 +163,10 @@ pub fn compare(
                     if std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some() {
                         for (w, (a, b)) in want.chunks(8).zip(have.chunks(8)).enumerate() {
                             if a != b {
-                                eprintln!("  {:#x}: expected {a:02x?} got {b:02x?}", addr + 8 * w as u64);
+                                eprintln!(
+                                    "  {:#x}: expected {a:02x?} got {b:02x?}",
+                                    addr + 8 * w as u64
+                                );
                             }
                         }
                     }

@@ -59,6 +59,9 @@ pub struct ProcessOutcome {
     /// Why this process's epoch could not be replayed to its end (then it
     /// is neither verified nor diverged).
     pub skipped: Option<String>,
+    /// The epoch ended, for this process, at an exec (checked up to it; the
+    /// new image is the next checkpoint's, replayed from there).
+    pub ended_at_exec: bool,
     /// Processes it created during the epoch, replayed from their birth.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ProcessOutcome>,
@@ -85,6 +88,7 @@ impl ProcessOutcome {
             exit_status_match: None,
             notes: Vec::new(),
             skipped: None,
+            ended_at_exec: false,
             children: Vec::new(),
         }
     }
@@ -228,7 +232,10 @@ fn replay_once(
 /// started ("exec PID PID...").
 fn exec_pids(reason: &str) -> Vec<u32> {
     match reason.strip_prefix("exec ") {
-        Some(rest) => rest.split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+        Some(rest) => rest
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
         None => Vec::new(),
     }
 }
@@ -503,10 +510,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         if self.exec_end {
-            self.out.notes.push(format!(
-                "replayed up to its exec; the new image is checked from checkpoint {}",
-                self.next.unwrap_or_default()
-            ));
+            self.out.ended_at_exec = true;
             return Ok(());
         }
         match (self.next, self.exit_status) {
@@ -1170,7 +1174,12 @@ impl<'a> Run<'a> {
             let mut live_argv = Vec::new();
             for i in 0..4096u64 {
                 let mut ptr = [0u8; 8];
-                if self.live.read_memory(argv_at + 8 * i, &mut ptr).unwrap_or(0) < 8 {
+                if self
+                    .live
+                    .read_memory(argv_at + 8 * i, &mut ptr)
+                    .unwrap_or(0)
+                    < 8
+                {
                     break;
                 }
                 match u64::from_le_bytes(ptr) {
@@ -1184,9 +1193,13 @@ impl<'a> Run<'a> {
             // choice either way; the rest must end the recorded argv.
             let tail = live_argv.get(1..).unwrap_or_default();
             let args_match = tail.len() < argv.len()
-                && tail.iter().zip(&argv[argv.len() - tail.len()..]).enumerate().all(
-                    |(i, (live, rec))| live == rec || (i + 1 == tail.len() && live.starts_with(rec.as_str())),
-                );
+                && tail
+                    .iter()
+                    .zip(&argv[argv.len() - tail.len()..])
+                    .enumerate()
+                    .all(|(i, (live, rec))| {
+                        live == rec || (i + 1 == tail.len() && live.starts_with(rec.as_str()))
+                    });
             let path_matches = path_at.is_none_or(|at| self.read_cstr(at) == path);
             if !(args_match || tail.is_empty()) || !path_matches {
                 let actual = path_at.map(|at| self.read_cstr(at)).unwrap_or_default();
@@ -1242,7 +1255,10 @@ impl<'a> Run<'a> {
                         let at = q.iter().position(|(s, _)| *s == sig)?;
                         q.remove(at).map(|(_, b)| b)
                     });
-                    match self.drv.deliver_and_stop(tid, sig as i32, info.as_deref())? {
+                    match self
+                        .drv
+                        .deliver_and_stop(tid, sig as i32, info.as_deref())?
+                    {
                         Stop::Reached => self.frames.push(self.drv.regs(tid)?.rsp),
                         other => self.diverge(
                             None,
@@ -1393,7 +1409,8 @@ impl CloneArgs {
                     .outputs
                     .iter()
                     .find(|o| o.arg == SLOT_INPUT && o.data.len() >= 64)?;
-                let w = |i: usize| u64::from_le_bytes(o.data[i * 8..i * 8 + 8].try_into().expect("8"));
+                let w =
+                    |i: usize| u64::from_le_bytes(o.data[i * 8..i * 8 + 8].try_into().expect("8"));
                 let top = if w(5) != 0 { w(5) + w(6) } else { 0 };
                 CloneArgs {
                     flags: w(0),

@@ -235,7 +235,8 @@ pub fn write_summary_text(
                 "{PAD}{:>5} {:>10}  {:<8} {:>15} {:>5} {:>7} {:>7} {:>10} {:>8}",
                 r.epoch,
                 t,
-                r.reason,
+                // "exec PID..." names the processes: --checkpoint shows them.
+                r.reason.split_whitespace().next().unwrap_or(""),
                 range,
                 r.processes,
                 r.threads,
