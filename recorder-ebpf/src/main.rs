@@ -33,7 +33,14 @@ struct Enter {
     time_ns: u64,
     nr: u64,
     args: [u64; 6],
+    /// The syscall a later `restart_syscall` resumes (the last one that
+    /// returned -ERESTART_RESTARTBLOCK), whose outputs it writes; 0: none.
+    restart_nr: u64,
 }
+
+/// -ERESTART_RESTARTBLOCK: the kernel resumes the call as restart_syscall.
+const ERESTART_RESTARTBLOCK: i64 = -516;
+const NR_RESTART_SYSCALL: u32 = 219;
 #[map]
 static ENTER: HashMap<u32, Enter> = HashMap::with_max_entries(65536, 0);
 
@@ -235,17 +242,23 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     // SAFETY: plain helper call.
-    let e = Enter {
-        time_ns: unsafe { bpf_ktime_get_ns() },
-        nr,
-        args,
-    };
+    let time_ns = unsafe { bpf_ktime_get_ns() };
     // Overwrite the thread's slot in place when it has one: a hash update
     // costs far more than a store.
     match ENTER.get_ptr_mut(&tid) {
         // SAFETY: the slot is this thread's own; no one else writes it.
-        Some(slot) => unsafe { *slot = e },
+        Some(slot) => unsafe {
+            (*slot).time_ns = time_ns;
+            (*slot).nr = nr;
+            (*slot).args = args;
+        },
         None => {
+            let e = Enter {
+                time_ns,
+                nr,
+                args,
+                restart_nr: 0,
+            };
             let _ = ENTER.insert(&tid, &e, 0);
         }
     }
@@ -619,7 +632,22 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         }
         _ => return 0,
     };
-    let spec = SPECS.get(nr % TABLE_SIZE).copied().unwrap_or_default();
+    // restart_syscall resumes an interrupted call with its registers and
+    // writes that call's outputs: plan them by its row.
+    let mut spec_nr = nr;
+    if let Some(p) = slot {
+        // SAFETY: the slot is this thread's own.
+        unsafe {
+            let restarted = (*p).restart_nr;
+            if nr == NR_RESTART_SYSCALL && restarted != 0 {
+                spec_nr = restarted as u32;
+            }
+            if ret == ERESTART_RESTARTBLOCK && nr != NR_RESTART_SYSCALL {
+                (*p).restart_nr = nr as u64;
+            }
+        }
+    }
+    let spec = SPECS.get(spec_nr % TABLE_SIZE).copied().unwrap_or_default();
     if let Some(segs) = SEGS.get_ptr_mut(0) {
         // SAFETY: this CPU's scratch, used only while this program runs.
         let segs = unsafe { &mut *segs };
