@@ -101,6 +101,72 @@ fn replay_real_programs() {
     }
 }
 
+/// Shells, make and the compiler, python's subprocess: processes forked
+/// inside an epoch are replayed from their birth (their pre-exec code), and
+/// every exec starts an epoch whose checkpoint holds the new image.
+#[test]
+fn replay_processes_that_fork_and_exec() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("a.c"),
+        "int f(int);\nint main(void){return f(20) == 6765 ? 0 : 1;}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("b.c"),
+        "int f(int n){return n < 2 ? n : f(n-1) + f(n-2);}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("Makefile"),
+        "run: prog\n\t./prog\nprog: a.o b.o\n\tcc -o prog a.o b.o\n%.o: %.c\n\tcc -O2 -c $<\n",
+    )
+    .unwrap();
+    let make_dir = d.to_str().unwrap();
+    let runs = [
+        vec!["sh", "-c", "for i in 1 2 3; do ls /usr/bin | sort -r | head -3 | wc -c; done"],
+        vec!["make", "-s", "-C", make_dir, "run"],
+        vec![
+            "/usr/bin/python3",
+            "-c",
+            "import subprocess, os; print(subprocess.run(['ls', '/'], capture_output=True).stdout[:9]); print(os.popen('echo hi | tr a-z A-Z').read())",
+        ],
+    ];
+    for cmd in runs {
+        let r = record_and_verify("250ms", &cmd);
+        let trace = r.open();
+        let execs = trace.checkpoints().len();
+        assert!(
+            execs >= 3,
+            "{cmd:?}: every exec starts an epoch, got {execs} checkpoints"
+        );
+        let report = replay_all(&r.trace, None);
+        let processes =
+            |e: &replay::EpochReport| e.processes.iter().map(|p| p.pid).collect::<Vec<_>>();
+        let born_inside = report.epochs.iter().any(|e| {
+            let held = trace.checkpoint(e.index).unwrap().processes.len();
+            processes(e).len() > held
+        });
+        assert!(
+            born_inside,
+            "{cmd:?}: no process was replayed from its fork"
+        );
+        assert!(
+            report
+                .epochs
+                .iter()
+                .flat_map(|e| &e.processes)
+                .any(|p| p.ended_at_exec),
+            "{cmd:?}: no epoch ended at an exec"
+        );
+    }
+}
+
 /// Programs whose epochs sometimes end in a state the serial run cannot
 /// reach (threads synchronising without syscalls, a thread caught in a loop
 /// at the cut): the replay must finish cleanly, verify most epochs, and

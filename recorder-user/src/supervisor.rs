@@ -181,6 +181,9 @@ struct Proc {
     patched: bool,
     /// The process's memory, kept open for trapped instructions.
     mem: Option<Mem>,
+    /// Snapshot children it is the parent of, dead or dying: reaped by an
+    /// injected wait4 at a later checkpoint (nobody else may reap them).
+    zombies: Vec<u32>,
 }
 
 struct State {
@@ -403,9 +406,26 @@ impl State {
                     hashes: HashMap::new(),
                     patched,
                     mem: None,
+                    zombies: Vec::new(),
                 },
             );
         }
+    }
+
+    /// After an exec: a new vDSO, no page history; the same children.
+    fn new_image(&mut self, pid: u32) {
+        let zombies = self
+            .procs
+            .remove(&pid)
+            .map(|p| p.zombies)
+            .unwrap_or_default();
+        self.procs.insert(
+            pid,
+            Proc {
+                zombies,
+                ..Proc::default()
+            },
+        );
     }
 
     fn exec_stop(&mut self, tid: u32) {
@@ -413,7 +433,7 @@ impl State {
         let pid = sys::tgid_of(tid).unwrap_or(tid);
         self.tracees.retain(|t, tr| tr.pid != pid || *t == tid);
         self.tracees.insert(tid, Tracee { pid, stop: None });
-        self.procs.insert(pid, Proc::default());
+        self.new_image(pid);
         self.patch_vdso(pid);
         self.tsc_trapped.remove(&tid);
         if self.awaiting_exec && Some(pid) == self.opts.launch_root {
@@ -602,7 +622,7 @@ impl State {
                         // A new image: new vDSO, no page history.
                         let pid = sys::tgid_of(tid).unwrap_or(tid);
                         self.tracees.retain(|t, tr| tr.pid != pid || *t == tid);
-                        self.procs.insert(pid, Proc::default());
+                        self.new_image(pid);
                         self.patch_vdso(pid);
                         // Trap rdtsc again at the next checkpoint, whatever
                         // exec did to the flag.
@@ -975,6 +995,9 @@ impl State {
             std::env::var_os("UNIPLAY_NO_COW").is_none()
                 && self.tracees[t].stop == Some(Stop::Interrupt)
         });
+        if let Some(t) = injector {
+            self.reap_snapshots(pid, t);
+        }
         let snap = match injector.map(|t| self.inject_snapshot(pid, t)) {
             Some(Ok(child)) => Snapshot::Child(child),
             Some(Err(e)) => {
@@ -1030,15 +1053,45 @@ impl State {
     /// Makes `tid` (in an interrupt-stop) run clone(CLONE_PARENT | SIGCHLD);
     /// returns the child, stopped, with registers that make it exit should
     /// it ever be resumed (e.g. if the recorder dies).
+    /// Reaps `pid`'s dead snapshot children from inside it (`tid` is in an
+    /// interrupt-stop).
+    fn reap_snapshots(&mut self, pid: u32, tid: u32) {
+        const WNOHANG_WALL: u64 = 1 | 0x4000_0000;
+        let zombies = match self.procs.get_mut(&pid) {
+            Some(p) => std::mem::take(&mut p.zombies),
+            None => return,
+        };
+        let mut left = Vec::new();
+        for z in zombies {
+            // 0: not dead yet; an error (ECHILD): gone already.
+            if let Ok(0) = self.inject_call(pid, tid, 61, [z as u64, 0, WNOHANG_WALL, 0, 0, 0]) {
+                left.push(z);
+            }
+        }
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.zombies.extend(left);
+        }
+    }
+
+    /// A copy-on-write copy of process `pid`, made by injecting a clone
+    /// into its thread `tid`. Its parent is ours when the target is our
+    /// child (CLONE_PARENT); otherwise the target's, with no exit signal,
+    /// so that the target never sees it die (its SIGCHLD, a wait4(-1)
+    /// returning it) and it is reaped later by `reap_snapshots`.
     fn inject_snapshot(&mut self, pid: u32, tid: u32) -> Result<u32, String> {
         const CLONE_PARENT: u64 = 0x8000;
+        let ours = sys::ppid_of(pid) == Some(std::process::id());
         let insn = self.syscall_insn(pid)?;
         let saved = pt::getregs(tid).map_err(|e| e.to_string())?;
         let mut r = saved;
         r.rip = insn;
         r.rax = 56; // clone
         r.orig_rax = u64::MAX;
-        r.rdi = CLONE_PARENT | libc::SIGCHLD as u64;
+        r.rdi = if ours {
+            CLONE_PARENT | libc::SIGCHLD as u64
+        } else {
+            0
+        };
         r.rsi = 0;
         r.rdx = 0;
         r.r10 = 0;
@@ -1050,6 +1103,9 @@ impl State {
         let child = result?;
         restore.map_err(|e| e.to_string())?;
         self.snapshots.insert(child);
+        if !ours {
+            self.procs.entry(pid).or_default().zombies.push(child);
+        }
         // The child's first stop: then disarm it.
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {

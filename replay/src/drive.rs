@@ -215,7 +215,8 @@ impl Driver {
 
     /// Like `execute`, with changed arguments (`regs` as read at the stop).
     pub fn execute_with(&self, tid: u32, mut regs: Regs) -> Result<i64, ReplayError> {
-        let saved_args = regs;
+        // The program's own argument registers, not the changed ones.
+        let saved_args = sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?;
         regs.rip -= 2;
         regs.rax = regs.orig_rax;
         sys::setregs(tid, regs).map_err(err("PTRACE_SETREGS", tid))?;

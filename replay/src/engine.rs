@@ -233,7 +233,7 @@ impl EpochReport {
 }
 
 /// Pins the calling thread (and what it forks) to one CPU.
-fn pin_self(cpu: usize) {
+pub(crate) fn pin_self(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     if set.set(cpu).is_ok() {
         let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);

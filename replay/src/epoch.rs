@@ -183,21 +183,48 @@ fn replay_once(
 ) -> Result<ProcessOutcome, ReplayError> {
     let mut logs = load_logs(trace, epoch)?;
     let log = logs.remove(&pid).unwrap_or_default();
-    let this = trace
-        .checkpoint(epoch)
-        .map_err(|source| ReplayError::Trace { epoch, source })?;
-    // `cpuid` reports the CPU it runs on and cannot be trapped here (no
-    // CPUID faulting): where a program starts (ld.so reads it once), replay
-    // on the CPU the recording started on, so it reads the same.
-    let first_cpu = log.start_cpu.map(|c| c as usize);
+    // `cpuid` reports the CPU it runs on (its APIC id) and cannot be trapped
+    // here (no CPUID faulting); ld.so stores what it reads as a program
+    // starts, possibly epochs after its exec. So a process's epoch replays
+    // on the CPU the recording ran its first syscall of the epoch on, with
+    // this thread (its tracer) beside it.
     // (Not available_parallelism: this worker thread is pinned to one CPU.)
     // SAFETY: sysconf has no preconditions.
     let ncpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    let starts_here = epoch == 0 || exec_pids(&this.reason).contains(&pid);
-    let cpu = match first_cpu {
-        Some(c) if starts_here && c < ncpus => Some(c),
+    let job_cpu = cpu;
+    let cpu = match log.start_cpu.map(|c| c as usize) {
+        Some(c) if c < ncpus => Some(c),
         _ => cpu,
     };
+    if cpu != job_cpu {
+        if let Some(c) = cpu {
+            crate::engine::pin_self(c);
+        }
+    }
+    let outcome = replay_on(trace, epoch, pid, cpu, log, logs, known, watchdog, eager);
+    if cpu != job_cpu {
+        if let Some(c) = job_cpu {
+            crate::engine::pin_self(c);
+        }
+    }
+    outcome
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one EP run's inputs, passed once"
+)]
+fn replay_on(
+    trace: &Trace,
+    epoch: u32,
+    pid: u32,
+    cpu: Option<usize>,
+    log: Log,
+    logs: HashMap<u32, Log>,
+    known: &Knowledge,
+    watchdog: &Watchdog,
+    eager: bool,
+) -> Result<ProcessOutcome, ReplayError> {
     if std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some() {
         eprintln!(
             "replay: epoch {epoch} pid {pid}: start cpu {:?}, running on {cpu:?}",
@@ -602,12 +629,6 @@ impl<'a> Run<'a> {
                 (true, Some(stop)) => stop,
                 _ => self.drv.run_to_syscall(tid, TIME_SLICE)?,
             };
-            if sc.nr == recorder_common::PSEUDO_RDTSC {
-                if !self.rdtsc(&e, sc, tid, stop)? {
-                    return Ok(false);
-                }
-                continue;
-            }
             while let Stop::Signal(sig) = stop {
                 let Some(i) = sent.iter().position(|&s| s == sig) else {
                     break;
@@ -629,6 +650,12 @@ impl<'a> Run<'a> {
                     }
                     other => other,
                 };
+            }
+            if sc.nr == recorder_common::PSEUDO_RDTSC {
+                if !self.rdtsc(&e, sc, tid, stop)? {
+                    return Ok(false);
+                }
+                continue;
             }
             match stop {
                 Stop::SyscallEntry(regs) => {
