@@ -44,6 +44,8 @@ const REPLAY_HELP: &str = "\
 Each epoch is restored from its checkpoint into a fresh process, run with its threads
 serialised on one core (syscalls emulated from the log, or executed when they shape the
 process itself), and compared with the next checkpoint: registers and memory.
+Processes forked during an epoch are created for real and replayed from their birth;
+an exec ends its process's epoch (every exec starts a checkpoint while recording).
 Nothing is done to the host: files, sockets and other processes are never touched.
 
 Examples:
@@ -110,7 +112,8 @@ pub struct RecordArgs {
     pub lifecycle_ring_size: u32,
 
     /// Epoch length: every DURATION the whole tree is stopped for a moment
-    /// and checkpointed (e.g. 100ms, 1s). Replay starts from checkpoints.
+    /// and checkpointed (e.g. 100ms, 1s); every exec is checkpointed too.
+    /// Replay starts from checkpoints.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
     pub epoch: std::time::Duration,
 

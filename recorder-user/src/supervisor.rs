@@ -275,14 +275,17 @@ impl State {
     fn seize_all(&mut self, threads: &[(u32, u32)]) -> Result<(), String> {
         for &(tid, pid) in threads {
             if let Err(e) = pt::seize(tid) {
+                // A zombie (a dead child not reaped yet, e.g. a snapshot
+                // copy from an earlier recording) cannot be traced: skip it.
+                let dead = sys::task_state(tid).is_none_or(|s| s.starts_with(['Z', 'X']));
+                if e.raw_os_error() == Some(libc::ESRCH) || dead {
+                    continue;
+                }
                 if e.raw_os_error() == Some(libc::EPERM) {
                     let tracer = sys::tracer_of(tid).unwrap_or(0);
                     return Err(format!(
                         "thread {tid} is already being traced by PID {tracer}: stop that debugger or tracer, or record with --no-checkpoints"
                     ));
-                }
-                if e.raw_os_error() == Some(libc::ESRCH) {
-                    continue;
                 }
                 return Err(format!("cannot ptrace thread {tid}: {e}"));
             }
