@@ -185,15 +185,22 @@ fn replay_once(
     let log = logs.remove(&pid).unwrap_or_default();
     // `cpuid` reports the CPU it runs on (its APIC id) and cannot be trapped
     // here (no CPUID faulting); ld.so stores what it reads as a program
-    // starts, possibly epochs after its exec. So a process's epoch replays
-    // on the CPU the recording ran its first syscall of the epoch on, with
-    // this thread (its tracer) beside it.
+    // starts, possibly epochs after its exec. So an epoch that starts while
+    // a process is still between its exec and its first syscall replays on
+    // the CPU the recording ran it on, with this thread (its tracer) beside
+    // it; other epochs stay on their job's CPU.
     // (Not available_parallelism: this worker thread is pinned to one CPU.)
     // SAFETY: sysconf has no preconditions.
     let ncpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
     let job_cpu = cpu;
+    let cut = trace
+        .checkpoints()
+        .iter()
+        .find(|c| c.epoch == epoch)
+        .map(|c| c.time_ns)
+        .unwrap_or(0);
     let cpu = match log.start_cpu.map(|c| c as usize) {
-        Some(c) if c < ncpus => Some(c),
+        Some(c) if c < ncpus && (epoch == 0 || known.starting(pid, cut)) => Some(c),
         _ => cpu,
     };
     if cpu != job_cpu {
@@ -275,6 +282,19 @@ pub struct Knowledge {
     /// rseq areas registered (address, length): the kernel writes the CPU
     /// number there, so they are not compared.
     pub rseq: Vec<(u64, u64)>,
+    /// Per process, each image's start-up: (time execve returned, time of
+    /// its first syscall after that). ld.so reads `cpuid` in between.
+    pub startups: HashMap<u32, Vec<(u64, u64)>>,
+}
+
+impl Knowledge {
+    /// Process `pid` was between an exec and its first syscall at `time`
+    /// (so it may not have run ld.so's `cpuid` yet).
+    fn starting(&self, pid: u32, time: u64) -> bool {
+        self.startups
+            .get(&pid)
+            .is_some_and(|v| v.iter().any(|&(exec, first)| exec <= time && time < first))
+    }
 }
 
 impl Knowledge {
@@ -284,6 +304,19 @@ impl Knowledge {
             let EventKind::Syscall(s) = &e.kind else {
                 continue;
             };
+            if s.nr < recorder_common::PSEUDO_RDTSC {
+                if let Some(last) = k.startups.get_mut(&e.pid).and_then(|v| v.last_mut()) {
+                    if last.1 == u64::MAX {
+                        last.1 = e.time_ns;
+                    }
+                }
+            }
+            if matches!(s.nr, nr::EXECVE | nr::EXECVEAT) && s.ret == 0 {
+                k.startups
+                    .entry(e.pid)
+                    .or_default()
+                    .push((e.time_ns, u64::MAX));
+            }
             let a = s.args.as_slice();
             match s.nr {
                 218 if !a.is_empty() => {
