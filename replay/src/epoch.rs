@@ -669,10 +669,7 @@ impl<'a> Run<'a> {
                 sent.remove(i);
                 // With the siginfo it had (sender, code, status), so the
                 // handler and the signal frame see what they saw.
-                let info = self.siginfos.get_mut(&e.tid).and_then(|q| {
-                    let at = q.iter().position(|(s, _)| *s == sig as u32)?;
-                    q.remove(at).map(|(_, b)| b)
-                });
+                let info = self.take_siginfo(e.tid, sig as u32);
                 if let Some(info) = info {
                     self.drv.set_siginfo(tid, &info)?;
                 }
@@ -709,44 +706,26 @@ impl<'a> Run<'a> {
                         self.prerun.insert(tid, next);
                     }
                 }
-                Stop::Exited(status) => {
-                    self.exit_status = Some(status);
-                    self.diverge(
-                        Some(e.seq),
-                        e.tid,
-                        call_text(sc.nr, sc.args.as_slice()),
-                        "the process exited".into(),
-                    );
-                    return Ok(false);
-                }
-                Stop::Signal(sig) => {
-                    self.diverge(
-                        Some(e.seq),
-                        e.tid,
-                        call_text(sc.nr, sc.args.as_slice()),
-                        format!("signal {sig}"),
-                    );
-                    return Ok(false);
-                }
-                Stop::Timeout => {
-                    self.diverge(
-                        Some(e.seq),
-                        e.tid,
-                        call_text(sc.nr, sc.args.as_slice()),
-                        format!("no syscall within {} s: the thread spins, waiting for another thread (preempted)", TIME_SLICE.as_secs()),
-                    );
-                    return Ok(false);
-                }
-                Stop::Other(what) => {
-                    self.diverge(
-                        Some(e.seq),
-                        e.tid,
-                        call_text(sc.nr, sc.args.as_slice()),
-                        what.to_string(),
-                    );
-                    return Ok(false);
-                }
                 Stop::Reached => {}
+                other => {
+                    let actual = match other {
+                        Stop::Exited(status) => {
+                            self.exit_status = Some(status);
+                            "the process exited".to_string()
+                        }
+                        Stop::Signal(sig) => format!("signal {sig}"),
+                        Stop::Timeout => format!("no syscall within {} s: the thread spins, waiting for another thread (preempted)", TIME_SLICE.as_secs()),
+                        Stop::Other(what) => what.to_string(),
+                        Stop::SyscallEntry(_) | Stop::Reached => unreachable!("handled above"),
+                    };
+                    self.diverge(
+                        Some(e.seq),
+                        e.tid,
+                        call_text(sc.nr, sc.args.as_slice()),
+                        actual,
+                    );
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -799,6 +778,13 @@ impl<'a> Run<'a> {
         };
         self.diverge(Some(e.seq), e.tid, want.into(), got);
         Ok(false)
+    }
+
+    /// The recorded siginfo of the next `sig` delivered to recorded `tid`.
+    fn take_siginfo(&mut self, tid: u32, sig: u32) -> Option<Vec<u8>> {
+        let q = self.siginfos.get_mut(&tid)?;
+        let at = q.iter().position(|(s, _)| *s == sig)?;
+        q.remove(at).map(|(_, b)| b)
     }
 
     fn born_here(&self, tid: u32) -> bool {
@@ -1311,10 +1297,7 @@ impl<'a> Run<'a> {
             if let Some(sigs) = self.final_signals.remove(&t.tid) {
                 // Caught as a handler started: deliver what it took.
                 for sig in sigs {
-                    let info = self.siginfos.get_mut(&t.tid).and_then(|q| {
-                        let at = q.iter().position(|(s, _)| *s == sig)?;
-                        q.remove(at).map(|(_, b)| b)
-                    });
+                    let info = self.take_siginfo(t.tid, sig);
                     match self
                         .drv
                         .deliver_and_stop(tid, sig as i32, info.as_deref())?
