@@ -1,13 +1,17 @@
 //! `uniplay record`.
 
 use recorder_user::{
+    dirty::TrackWrites,
     probe::RingSizes,
     session::{self, CheckpointOptions, RecordOptions, Target},
     sys::{self, ExitStatus, HeldChild},
     RecordError,
 };
 
-use crate::{cli::RecordArgs, exit};
+use crate::{
+    cli::{RecordArgs, TrackWritesArg},
+    exit,
+};
 
 pub fn run(args: RecordArgs) -> i32 {
     match record(args) {
@@ -85,6 +89,11 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
             epoch: args.epoch,
             epoch_events: args.epoch_events,
             keep_epochs: args.keep_epochs,
+            track_writes: match args.track_writes {
+                TrackWritesArg::Auto => TrackWrites::Auto,
+                TrackWritesArg::Always => TrackWrites::Always,
+                TrackWritesArg::Never => TrackWrites::Never,
+            },
         }),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,8 @@
 //! Checkpoints hold the memory the target had at each cut: a workload
-//! writes known patterns into heap, stack and an anonymous shared mapping,
-//! phase by phase; every checkpoint must show the phase done before it.
+//! writes known patterns into heap, stack, an anonymous shared mapping and
+//! a private one it drops in phase 2, phase by phase; every checkpoint must
+//! show the phase done before it, whether memory is captured by fork or by
+//! write tracking.
 
 mod support;
 
@@ -9,18 +11,33 @@ use tracelog::EventKind;
 
 #[test]
 fn checkpoint_memory_matches_what_was_written() {
+    check_patterns("never", "fork");
+}
+
+#[test]
+fn checkpoint_memory_with_write_tracking() {
+    check_patterns("always", "tracked");
+}
+
+/// Records the patterns workload with `--track-writes track` and checks
+/// every checkpoint cleanly between phases; some later checkpoint must
+/// have captured memory as `memory` says.
+fn check_patterns(track: &str, memory: &str) {
     if !can_record() {
         return;
     }
     let _g = serial();
     let bin = workload("patterns");
-    let r = record(&["--epoch", "100ms"], &[bin.to_str().unwrap(), "3", "400"]);
+    let r = record(
+        &["--epoch", "100ms", "--track-writes", track],
+        &[bin.to_str().unwrap(), "3", "400"],
+    );
     assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
     assert_complete(&r);
     let out = r.stdout();
     let f: Vec<&str> = out.split_whitespace().collect();
     let addr = |i: usize| u64::from_str_radix(f[i].trim_start_matches("0x"), 16).unwrap();
-    let (heap, stack, shared) = (addr(1), addr(3), addr(5));
+    let (heap, stack, shared, zap) = (addr(1), addr(3), addr(5), addr(9));
     let size: u64 = f[7].parse().unwrap();
 
     let t = r.open();
@@ -55,6 +72,17 @@ fn checkpoint_memory_matches_what_was_written() {
             continue;
         }
         let mem = t.checkpoint_memory(cp.epoch, root).unwrap();
+        // Dropped pages read as zeros: stored as such, or absent.
+        let zero = [0u8; 4096];
+        let want = if phase == 2 { 0 } else { phase };
+        for page in (zap..zap + size).step_by(4096) {
+            let data = mem.get(&page).map_or(&zero[..], |p| &p[..]);
+            assert!(
+                data.iter().all(|&b| b == want),
+                "epoch {}: private page {page:#x} is not {want} (phase {phase})",
+                cp.epoch
+            );
+        }
         for (name, base) in [("heap", heap), ("stack", stack), ("shared", shared)] {
             for page in (base..base + size)
                 .step_by(4096)
@@ -86,6 +114,20 @@ fn checkpoint_memory_matches_what_was_written() {
             assert_eq!(e.epoch, epoch);
         }
     }
+    let how: Vec<String> = cps
+        .iter()
+        .map(|c| {
+            let cp = t.checkpoint(c.epoch).unwrap();
+            cp.processes
+                .iter()
+                .find(|p| p.pid == root)
+                .map_or_else(String::new, |p| p.memory.clone())
+        })
+        .collect();
+    assert!(
+        how.iter().skip(1).any(|m| m == memory),
+        "no later checkpoint captured memory by {memory}: {how:?}"
+    );
     // Only changed pages are stored after the first checkpoint.
     let later: Vec<_> = cps.iter().skip(1).collect();
     assert!(

@@ -31,7 +31,11 @@ fn describe(r: &Report) -> String {
 
 /// Records `cmd`, then replays it whole and epoch by epoch: all verified.
 fn record_and_verify(epoch: &str, cmd: &[&str]) -> Recording {
-    let r = record(&["--epoch", epoch], cmd);
+    record_and_verify_with(&[], epoch, cmd)
+}
+
+fn record_and_verify_with(extra: &[&str], epoch: &str, cmd: &[&str]) -> Recording {
+    let r = record(&[&["--epoch", epoch], extra].concat(), cmd);
     assert_eq!(r.code(), Some(0), "{cmd:?}: stderr: {}", r.stderr());
     assert_complete(&r);
     let report = replay_all(&r.trace, None);
@@ -99,6 +103,46 @@ fn replay_real_programs() {
     ] {
         record_and_verify("30ms", &cmd);
     }
+}
+
+/// Checkpoints made by write tracking (only the pages written since the
+/// previous cut, copied while stopped) restore and verify like forked ones.
+#[test]
+fn replay_with_write_tracking() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let tracked = |r: &Recording| {
+        let t = r.open();
+        t.checkpoints()
+            .iter()
+            .filter(|c| {
+                t.checkpoint(c.epoch)
+                    .unwrap()
+                    .processes
+                    .iter()
+                    .any(|p| p.memory == "tracked")
+            })
+            .count()
+    };
+    let always = ["--track-writes", "always"];
+    let patterns = workload("patterns");
+    let r = record_and_verify_with(&always, "50ms", &[patterns.to_str().unwrap(), "3", "120"]);
+    assert!(tracked(&r) >= 2, "patterns: write tracking was not used");
+    let script = "for i in 1 2 3 4 5; do sleep 0.03; echo $i; done | sort -r; ls /usr/bin | wc -l";
+    let r = record_and_verify_with(&always, "20ms", &["bash", "-c", script]);
+    assert!(tracked(&r) >= 1, "bash: write tracking was not used");
+    let r = record_and_verify_with(
+        &always,
+        "30ms",
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import time\nb = [bytearray(100000) for _ in range(50)]\nfor i in range(20):\n    b[i][7] = i; time.sleep(0.01)\nprint(sum(x[7] for x in b))",
+        ],
+    );
+    assert!(tracked(&r) >= 2, "python3: write tracking was not used");
 }
 
 /// Shells, make and the compiler, python's subprocess: processes forked

@@ -10,6 +10,7 @@
 
 pub mod assemble;
 pub mod decode;
+pub mod dirty;
 mod error;
 pub mod order;
 pub mod probe;

@@ -47,6 +47,8 @@ pub struct CheckpointOptions {
     pub epoch_events: Option<u64>,
     /// Flight recorder: keep only the newest K epochs on disk.
     pub keep_epochs: Option<u32>,
+    /// Which processes get write tracking (see the `dirty` module).
+    pub track_writes: crate::dirty::TrackWrites,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +142,7 @@ async fn record_inner(
                 trace_dir: opts.out.clone(),
                 epoch: Some(c.epoch),
                 launch_root: launch.then_some(root),
+                track_writes: c.track_writes,
             },
             probe.filter(),
         )

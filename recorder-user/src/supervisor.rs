@@ -8,7 +8,9 @@
 //!    process's memory map, descriptors and shared memory.
 //! 3. In each process, make one stopped thread run `clone(CLONE_PARENT |
 //!    SIGCHLD)`: the child is a copy-on-write snapshot of the memory at the
-//!    cut. Resume the target.
+//!    cut. Resume the target. A process whose writes are tracked
+//!    ([`crate::dirty`]) and wrote little is not forked: the pages it wrote
+//!    are copied while it is stopped.
 //! 4. With the target running again, read the snapshot's private memory,
 //!    store the pages that changed since the previous checkpoint, ask it
 //!    (by injected `rt_sigaction`) for the signal handlers, and kill it.
@@ -32,11 +34,12 @@ use tracelog::{
 };
 
 use crate::{
+    dirty::{self, TrackWrites, Tracker},
     probe::SharedFilter,
     sys::{
         self,
         ptrace::{self as pt, Mem, Regs},
-        ExitStatus,
+        uffd, ExitStatus,
     },
     vdso,
 };
@@ -54,6 +57,8 @@ pub struct SupervisorOptions {
     pub epoch: Option<Duration>,
     /// The launched command (whose exit status the supervisor reports).
     pub launch_root: Option<u32>,
+    /// Which processes get write tracking instead of a fork per checkpoint.
+    pub track_writes: TrackWrites,
 }
 
 /// From the session to the supervisor.
@@ -184,6 +189,18 @@ struct Proc {
     /// Snapshot children it is the parent of, dead or dying: reaped by an
     /// injected wait4 at a later checkpoint (nobody else may reap them).
     zombies: Vec<u32>,
+    /// Write tracking of the current image, once armed.
+    tracker: Option<Tracker>,
+    /// Write tracking could not be set up for this image: do not retry.
+    untrackable: bool,
+    /// Mappings to arm (all) or register (new ones) once the target runs.
+    to_arm: Option<Vec<(u64, u64)>>,
+    to_register: Vec<(u64, u64)>,
+    /// Written since its previous checkpoint, per scans made before the
+    /// coming cut (normalized); and copies of it made after the last such
+    /// scan, in `State::arena` (address, offset, length).
+    pending: Vec<(u64, u64)>,
+    precopy: Vec<(u64, usize, usize)>,
 }
 
 struct State {
@@ -208,6 +225,11 @@ struct State {
     /// Processes that exec'd since the last checkpoint: the next one is
     /// taken as they start their new image (its reason names them).
     fresh_execs: Vec<u32>,
+    /// Pages copied while the target is stopped, until stored. Kept (and
+    /// never shrunk) across checkpoints: faulting in fresh memory for every
+    /// copy would cost as much as the copy.
+    arena: Vec<u8>,
+    arena_used: usize,
 }
 
 impl State {
@@ -234,6 +256,8 @@ impl State {
             skipped: 0,
             tsc_trapped: HashSet::new(),
             fresh_execs: Vec::new(),
+            arena: Vec::new(),
+            arena_used: 0,
         }
     }
 
@@ -406,10 +430,8 @@ impl State {
                 pid,
                 Proc {
                     syscall_insn: insn,
-                    hashes: HashMap::new(),
                     patched,
-                    mem: None,
-                    zombies: Vec::new(),
+                    ..Proc::default()
                 },
             );
         }
@@ -814,6 +836,7 @@ impl State {
 
     /// A coordinated checkpoint of the whole tree.
     fn checkpoint(&mut self, reason: &str) {
+        self.precopy();
         let t0 = Instant::now();
         let all: Vec<u32> = self.tracees.keys().copied().collect();
         for &tid in &all {
@@ -897,6 +920,7 @@ impl State {
                 return;
             }
         };
+        phase("stopped", t0);
         let pids: Vec<u32> = {
             let mut p: Vec<u32> = self.tracees.values().map(|t| t.pid).collect();
             p.sort();
@@ -904,7 +928,7 @@ impl State {
             p
         };
         for pid in pids {
-            match self.capture_process(pid, &mut sink) {
+            match self.capture_process(pid, &mut sink, t0) {
                 Ok((state, snap)) => {
                     processes.push(state);
                     snapshots.push(snap);
@@ -912,11 +936,17 @@ impl State {
                 Err(e) => self.warn(format!("checkpoint {epoch}: process {pid}: {e}")),
             }
         }
+        phase("captured", t0);
         let stop_ns = t0.elapsed().as_nanos() as u64;
         // The target may run again while we read the snapshots.
         self.resume_all();
         for (state, snap) in processes.iter_mut().zip(snapshots) {
             self.store_snapshot(state, snap, &mut sink);
+        }
+        // Copies not used by now (a process not captured) are stale.
+        self.arena_used = 0;
+        for p in self.procs.values_mut() {
+            p.precopy.clear();
         }
         let cp = Checkpoint {
             epoch,
@@ -941,6 +971,7 @@ impl State {
         &mut self,
         pid: u32,
         sink: &mut PageSink,
+        t0: Instant,
     ) -> Result<(ProcessState, Snapshot), String> {
         let mut threads = Vec::new();
         let mut tids: Vec<u32> = self
@@ -968,6 +999,7 @@ impl State {
                 syscall,
             });
         }
+        phase("threads", t0);
         let maps = sys::maps(pid).map_err(|e| format!("memory map: {e}"))?;
         let mut mappings = Vec::new();
         for m in &maps {
@@ -998,24 +1030,72 @@ impl State {
             std::env::var_os("UNIPLAY_NO_COW").is_none()
                 && self.tracees[t].stop == Some(Stop::Interrupt)
         });
+        phase("maps+shared", t0);
         if let Some(t) = injector {
             self.reap_snapshots(pid, t);
         }
-        let snap = match injector.map(|t| self.inject_snapshot(pid, t)) {
-            Some(Ok(child)) => Snapshot::Child(child),
-            Some(Err(e)) => {
-                self.warn(format!("process {pid}: no copy-on-write snapshot ({e}); its memory was read while stopped"));
-                Snapshot::Direct
+        phase("reap", t0);
+        let private: Vec<(u64, u64)> = maps
+            .iter()
+            .filter(|m| stored(m) && !m.perms.ends_with('s'))
+            .map(|m| (m.start, m.end))
+            .collect();
+        let resident = sys::resident_bytes(pid);
+        let written = self.scan_writes(pid, &private);
+        phase("scan", t0);
+        let mut sigactions = Vec::new();
+        let snap = match written {
+            Some(w) if dirty::copy_while_stopped(dirty::bytes(&w.to_copy), resident) => {
+                if let Some(t) = injector {
+                    sigactions = self.sigactions(pid, t, false);
+                }
+                phase(&format!("sigactions ({})", sigactions.len()), t0);
+                let mut pieces = w.copied;
+                pieces.extend(copy_ranges(
+                    pid,
+                    &mem,
+                    &w.to_copy,
+                    &mut self.arena,
+                    &mut self.arena_used,
+                ));
+                phase(
+                    &format!("copy ({} KiB)", dirty::bytes(&w.to_copy) >> 10),
+                    t0,
+                );
+                Snapshot::Copied(pieces)
             }
-            None => Snapshot::Direct,
+            w => match injector.map(|t| self.inject_snapshot(pid, t)) {
+                Some(Ok(child)) => Snapshot::Child {
+                    child,
+                    only: w.map(|w| w.all),
+                },
+                Some(Err(e)) => {
+                    self.warn(format!("process {pid}: no copy-on-write snapshot ({e}); its memory was read while stopped"));
+                    Snapshot::Direct
+                }
+                None => Snapshot::Direct,
+            },
         };
+        phase("snapshot", t0);
         if let Snapshot::Direct = snap {
             let proc = self.procs.entry(pid).or_default();
-            for m in maps.iter().filter(|m| stored(m) && !m.perms.ends_with('s')) {
-                pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
+            for &(s, e) in &private {
+                pages += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
             }
         }
+        if let (Some(t), Snapshot::Child { .. }) = (injector, &snap) {
+            if self.opts.track_writes.wants(resident) {
+                self.start_tracking(pid, t, private);
+            }
+        }
+        phase("track", t0);
+        let memory = match snap {
+            Snapshot::Child { .. } => "fork",
+            Snapshot::Direct => "stopped",
+            Snapshot::Copied(_) => "tracked",
+        };
         let state = ProcessState {
+            memory: memory.to_string(),
             pid,
             ppid: sys::ppid_of(pid).unwrap_or(0),
             exe: sys::exe(pid),
@@ -1031,7 +1111,7 @@ impl State {
                     flags: f.flags,
                 })
                 .collect(),
-            sigactions: Vec::new(),
+            sigactions,
             pages_stored: pages,
             full,
         };
@@ -1221,21 +1301,33 @@ impl State {
                 m.file = self.copy_file(&m.dev, m.inode, &m.path);
             }
         }
-        let Snapshot::Child(child) = snap else { return };
         let pid = state.pid;
+        self.arm_tracking(pid);
+        let (child, only) = match snap {
+            Snapshot::Direct => return,
+            Snapshot::Copied(chunks) => {
+                let proc = self.procs.entry(pid).or_default();
+                for (addr, off, len) in chunks {
+                    let data = &self.arena[off..off + len];
+                    state.pages_stored += store_pages(pid, addr, data, &mut proc.hashes, sink);
+                }
+                return;
+            }
+            Snapshot::Child { child, only } => (child, only),
+        };
         if let Ok(mem) = Mem::open(child) {
             let proc = self.procs.entry(pid).or_default();
-            let mut pages = 0;
-            for m in state
+            let all: Vec<(u64, u64)> = state
                 .maps
                 .iter()
                 .filter(|m| m.stored && !m.perms.ends_with('s'))
-            {
-                pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
+                .map(|m| (m.start, m.end))
+                .collect();
+            for (s, e) in only.unwrap_or(all) {
+                state.pages_stored += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
             }
-            state.pages_stored += pages;
         }
-        state.sigactions = self.sigactions(pid, child);
+        state.sigactions = self.sigactions(pid, child, true);
         sys::kill(child, libc::SIGKILL);
         // Reap it (we are its tracer, and in launch mode its parent).
         let deadline = Instant::now() + Duration::from_millis(500);
@@ -1251,9 +1343,146 @@ impl State {
         self.snapshots.remove(&child);
     }
 
+    /// At a cut: what `pid` wrote since its previous checkpoint, when its
+    /// writes are tracked and protection was armed at that cut. The scan
+    /// re-arms it either way (see [`crate::dirty`]).
+    fn scan_writes(&mut self, pid: u32, private: &[(u64, u64)]) -> Option<Written> {
+        let proc = self.procs.get_mut(&pid)?;
+        let tracker = proc.tracker.as_mut()?;
+        let scan = tracker.scan(private);
+        proc.to_register = scan.unregistered;
+        let exact = std::mem::replace(&mut tracker.synced, true);
+        let pending = std::mem::take(&mut proc.pending);
+        let precopy = std::mem::take(&mut proc.precopy);
+        if !exact {
+            return None;
+        }
+        let since = dirty::normalize(scan.written);
+        let private = dirty::normalize(private.to_vec());
+        let all = dirty::intersect(
+            &dirty::normalize(pending.into_iter().chain(since.iter().copied()).collect()),
+            &private,
+        );
+        // Copies made before the cut hold for what was not written since.
+        let copied = dirty::pieces_within(&precopy, &dirty::subtract(&all, &since));
+        let covered: Vec<(u64, u64)> = copied
+            .iter()
+            .map(|&(a, _, len)| (a, a + len as u64))
+            .collect();
+        let to_copy = dirty::subtract(&all, &dirty::normalize(covered));
+        Some(Written {
+            all,
+            copied,
+            to_copy,
+        })
+    }
+
+    /// Before a checkpoint, with the target running: for each tracked
+    /// process, takes (and re-arms) what it wrote so far and copies it, so
+    /// that the stop only copies what is written after this (see
+    /// [`crate::dirty`]: a page written after the scan below is written
+    /// after its copy, and the scan at the cut reports it).
+    fn precopy(&mut self) {
+        self.arena_used = 0;
+        let pids: Vec<u32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            let Some(proc) = self.procs.get_mut(&pid) else {
+                continue;
+            };
+            proc.precopy.clear();
+            let Some(tracker) = proc.tracker.as_ref().filter(|t| t.synced) else {
+                continue;
+            };
+            let Ok(maps) = sys::maps(pid) else { continue };
+            let private: Vec<(u64, u64)> = maps
+                .iter()
+                .filter(|m| stored(m) && !m.perms.ends_with('s'))
+                .map(|m| (m.start, m.end))
+                .collect();
+            let scan = tracker.scan(&private);
+            let mut pending = std::mem::take(&mut proc.pending);
+            pending.extend(scan.written);
+            proc.pending = dirty::normalize(pending);
+            if !dirty::copy_while_stopped(dirty::bytes(&proc.pending), sys::resident_bytes(pid)) {
+                continue;
+            }
+            let Ok(mem) = Mem::open(pid) else { continue };
+            proc.precopy = copy_ranges(
+                pid,
+                &mem,
+                &proc.pending,
+                &mut self.arena,
+                &mut self.arena_used,
+            );
+        }
+    }
+
+    /// Gives `pid` (stopped; `tid` interrupt-stopped) a write tracker,
+    /// armed over `private` once the target runs again.
+    fn start_tracking(&mut self, pid: u32, tid: u32, private: Vec<(u64, u64)>) {
+        if self
+            .procs
+            .get(&pid)
+            .is_none_or(|p| p.tracker.is_some() || p.untrackable)
+        {
+            return;
+        }
+        let made = self.make_tracker(pid, tid);
+        let proc = self.procs.entry(pid).or_default();
+        match made {
+            Ok(t) => {
+                proc.tracker = Some(t);
+                proc.to_arm = Some(private);
+            }
+            Err(e) => {
+                proc.untrackable = true;
+                if self.opts.track_writes == TrackWrites::Always {
+                    self.warn(format!(
+                        "process {pid}: writes cannot be tracked ({e}); its checkpoints fork it"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A userfaultfd made inside `pid`, taken out, and closed there again
+    /// before the target runs (it never sees the descriptor).
+    fn make_tracker(&mut self, pid: u32, tid: u32) -> Result<Tracker, String> {
+        let fd = self.inject_call(
+            pid,
+            tid,
+            uffd::SYS_USERFAULTFD,
+            [uffd::USERFAULTFD_FLAGS, 0, 0, 0, 0, 0],
+        )?;
+        let taken = uffd::take_fd(pid, fd);
+        self.inject_call(pid, tid, 3, [fd as u64, 0, 0, 0, 0, 0])?; // close
+        let taken = taken.map_err(|e| format!("pidfd_getfd: {e}"))?;
+        Tracker::new(pid, taken).map_err(|e| format!("userfaultfd: {e}"))
+    }
+
+    /// With the target running: arms a new tracker, registers mappings
+    /// made since.
+    fn arm_tracking(&mut self, pid: u32) {
+        let Some(Proc {
+            tracker: Some(tracker),
+            to_arm,
+            to_register,
+            ..
+        }) = self.procs.get_mut(&pid)
+        else {
+            return;
+        };
+        if let Some(all) = to_arm.take() {
+            tracker.arm(&all);
+        }
+        tracker.register(&std::mem::take(to_register));
+    }
+
     /// The handlers of the signals `pid` catches, read by running
-    /// `rt_sigaction(sig, NULL, &old)` in the snapshot child.
-    fn sigactions(&mut self, pid: u32, child: u32) -> Vec<SigAction> {
+    /// `rt_sigaction(sig, NULL, &old)` in `thread`: of the snapshot child,
+    /// or of the stopped target itself (the answers land below its stack
+    /// pointer, whose bytes are put back after).
+    fn sigactions(&mut self, pid: u32, thread: u32, snapshot: bool) -> Vec<SigAction> {
         let (caught, ignored) = sys::signal_sets(pid);
         let mut out = Vec::new();
         for sig in 1..=64u32 {
@@ -1270,26 +1499,33 @@ impl State {
         let Some(insn) = self.procs.get(&pid).and_then(|p| p.syscall_insn) else {
             return out;
         };
-        let Ok(base) = pt::getregs(child) else {
+        let Ok(base) = pt::getregs(thread) else {
             return out;
         };
-        let Ok(mem) = Mem::open(child) else {
+        let Ok(mem) = Mem::open(if snapshot { thread } else { pid }) else {
             return out;
         };
         let buf = (base.rsp.wrapping_sub(8192)) & !15;
+        let mut saved = [0u8; 32];
+        if !snapshot && mem.read(buf, &mut saved).unwrap_or(0) != 32 {
+            return out;
+        }
         for sig in 1..=64u32 {
             if caught & (1 << (sig - 1)) == 0 {
                 continue;
             }
-            let mut r = base;
-            r.rip = insn;
-            r.rax = 13; // rt_sigaction
-            r.orig_rax = u64::MAX;
-            r.rdi = sig as u64;
-            r.rsi = 0;
-            r.rdx = buf;
-            r.r10 = 8;
-            if self.run_injected(child, r, false).is_err() {
+            let args = [sig as u64, 0, buf, 8, 0, 0];
+            let done = if snapshot {
+                let mut r = base;
+                r.rip = insn;
+                r.rax = 13; // rt_sigaction
+                r.orig_rax = u64::MAX;
+                (r.rdi, r.rsi, r.rdx, r.r10) = (args[0], args[1], args[2], args[3]);
+                self.run_injected(thread, r, false)
+            } else {
+                self.inject_call(pid, thread, 13, args)
+            };
+            if done.is_err() {
                 break;
             }
             let mut raw = [0u8; 32];
@@ -1306,18 +1542,51 @@ impl State {
                 });
             }
         }
+        if !snapshot {
+            let _ = mem.write(buf, &saved);
+        }
         out.sort_by_key(|a| a.sig);
         out
     }
 }
 
+/// `UNIPLAY_CHECKPOINT_DEBUG=1`: prints how far into the stop each phase
+/// of a checkpoint ended.
+fn phase(name: &str, t0: Instant) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("UNIPLAY_CHECKPOINT_DEBUG").is_some()) {
+        eprintln!(
+            "uniplay: checkpoint {name} at {:.3} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// What a tracked process wrote since its previous checkpoint, at a cut.
+#[derive(Debug)]
+struct Written {
+    /// Everything written (normalized, within its private mappings).
+    all: Vec<(u64, u64)>,
+    /// Parts copied before the cut and not written since.
+    copied: Vec<(u64, usize, usize)>,
+    /// The rest, to copy now.
+    to_copy: Vec<(u64, u64)>,
+}
+
 /// Where a process's private memory is read from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Snapshot {
-    /// A copy-on-write child, frozen at the cut.
-    Child(u32),
+    /// A copy-on-write child, frozen at the cut; read all private memory,
+    /// or `only` these ranges (written since the previous cut).
+    Child {
+        child: u32,
+        only: Option<Vec<(u64, u64)>>,
+    },
     /// No child could be made: it was read while the target was stopped.
     Direct,
+    /// The written ranges, copied while the target was stopped into
+    /// `State::arena`: (address, offset, length).
+    Copied(Vec<(u64, usize, usize)>),
 }
 
 /// Whether a mapping's contents belong in a checkpoint: private or writable
@@ -1351,21 +1620,64 @@ fn store_range(
             addr += PAGE;
             continue;
         }
-        for (i, page) in buf[..n].chunks_exact(PAGE as usize).enumerate() {
-            let a = addr + i as u64 * PAGE;
-            let h = xxhash_rust::xxh3::xxh3_128(page);
-            let prev = hashes.get(&a).copied();
-            if prev == Some(h) || (prev.is_none() && page.iter().all(|&b| b == 0)) {
-                continue;
-            }
-            if sink.page(pid, a, page).is_ok() {
-                hashes.insert(a, h);
-                stored += 1;
-            }
-        }
+        stored += store_pages(pid, addr, &buf[..n], hashes, sink);
         addr += n as u64;
     }
     stored
+}
+
+/// Stores each page of `data` (read at `addr`) that changed since it was
+/// last stored. Returns pages stored.
+fn store_pages(
+    pid: u32,
+    addr: u64,
+    data: &[u8],
+    hashes: &mut HashMap<u64, u128>,
+    sink: &mut PageSink,
+) -> u64 {
+    let mut stored = 0;
+    for (i, page) in data.chunks_exact(PAGE as usize).enumerate() {
+        let a = addr + i as u64 * PAGE;
+        let h = xxhash_rust::xxh3::xxh3_128(page);
+        let prev = hashes.get(&a).copied();
+        if prev == Some(h) || (prev.is_none() && page.iter().all(|&b| b == 0)) {
+            continue;
+        }
+        if sink.page(pid, a, page).is_ok() {
+            hashes.insert(a, h);
+            stored += 1;
+        }
+    }
+    stored
+}
+
+/// Copies `ranges` of a stopped process into `arena` from `arena[used..]`
+/// on, growing it as needed; returns (address, offset, length) of each
+/// range copied. Pages process_vm_readv may not read (not readable by the
+/// process itself) come through /proc/PID/mem; what is unmapped reads
+/// short.
+fn copy_ranges(
+    pid: u32,
+    mem: &Mem,
+    ranges: &[(u64, u64)],
+    arena: &mut Vec<u8>,
+    used: &mut usize,
+) -> Vec<(u64, usize, usize)> {
+    let total = dirty::bytes(ranges) as usize;
+    if arena.len() < *used + total {
+        arena.resize(*used + total, 0);
+    }
+    let mut out = Vec::new();
+    for &(s, e) in ranges {
+        let buf = &mut arena[*used..*used + (e - s) as usize];
+        let mut got = pt::copy_into(pid, s, buf);
+        if got < buf.len() {
+            got += mem.read(s + got as u64, &mut buf[got..]).unwrap_or(0);
+        }
+        out.push((s, *used, got - got % PAGE as usize));
+        *used += buf.len();
+    }
+    out
 }
 
 /// user_regs_struct as the 27 words of the kernel's order.

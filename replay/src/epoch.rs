@@ -830,6 +830,11 @@ impl<'a> Run<'a> {
             self.exited.push(e.tid);
             return Ok(true);
         }
+        if sc.ret < 0 && (-516..=-512).contains(&sc.ret) {
+            // What an interrupted call wrote on its way out stays written
+            // (nanosleep's remaining time).
+            self.write_outputs(sc, tid)?;
+        }
         if sc.ret < 0 && (-516..=-512).contains(&sc.ret) && self.last_of_thread {
             // Interrupted by the recorder's checkpoint: the thread stays at
             // this syscall (the cut), as it did in the recording.

@@ -298,6 +298,7 @@ struct JsonProcess<'a> {
     cwd: &'a str,
     pages_stored: u64,
     full: bool,
+    memory: &'a str,
     threads: Vec<JsonThread>,
     maps: &'a [tracelog::Mapping],
     fds: &'a [tracelog::FdState],
@@ -379,6 +380,7 @@ pub fn write_detail_json(out: &mut impl Write, trace: &Trace, cp: &Checkpoint) -
                 cwd: &p.cwd,
                 pages_stored: p.pages_stored,
                 full: p.full,
+                memory: &p.memory,
                 threads: p
                     .threads
                     .iter()
@@ -460,6 +462,15 @@ pub fn write_detail_text(
             ""
         };
         writeln!(out, "  pages     {} stored{full}", p.pages_stored)?;
+        let memory = match p.memory.as_str() {
+            "fork" => "copy-on-write snapshot (fork), read after the target resumed",
+            "tracked" => {
+                "pages written since the previous checkpoint (write tracking), copied while stopped"
+            }
+            "stopped" => "read while the target was stopped",
+            _ => "not recorded (older trace)",
+        };
+        writeln!(out, "  memory    {memory}")?;
         writeln!(out, "  threads   {}", p.threads.len())?;
         for t in &p.threads {
             let reg = |i: usize| {

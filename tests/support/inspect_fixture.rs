@@ -507,6 +507,7 @@ pub fn checkpoints() -> Vec<(Checkpoint, Vec<Page>)> {
         ],
         pages_stored: 0,
         full,
+        memory: "fork".into(),
     };
     vec![
         (

@@ -1,6 +1,8 @@
-/* Writes known byte patterns into heap, stack and an anonymous shared
- * mapping, phase by phase, pausing between phases so checkpoints fall
- * between them. Prints the addresses; marks each phase with a write(2). */
+/* Writes known byte patterns into heap, stack, an anonymous shared
+ * mapping and a private one, phase by phase, pausing between phases so
+ * checkpoints fall between them; in phase 2 the private one is then
+ * dropped (MADV_DONTNEED: it reads as zeros). Prints the addresses; marks
+ * each phase with a write(2). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +18,18 @@ int main(int argc, char **argv) {
     volatile unsigned char stack[SIZE];
     unsigned char *heap = malloc(SIZE);
     unsigned char *shared = mmap(0, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    printf("heap %p stack %p shared %p size %d\n", (void *)heap, (void *)stack, (void *)shared, SIZE);
+    unsigned char *zap = mmap(0, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    printf("heap %p stack %p shared %p size %d zap %p\n", (void *)heap, (void *)stack, (void *)shared, SIZE,
+           (void *)zap);
     fflush(stdout);
     struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
     for (int p = 1; p <= phases; p++) {
         memset(heap, p, SIZE);
         memset((void *)stack, p, SIZE);
         memset(shared, p, SIZE);
+        memset(zap, p, SIZE);
+        if (p == 2)
+            madvise(zap, SIZE, MADV_DONTNEED);
         char mark[32];
         int n = snprintf(mark, sizeof mark, "phase %d\n", p);
         write(2, mark, n);

@@ -76,6 +76,12 @@ pub struct ProcessState {
     /// (first checkpoint of a process, or after an exec): readers do not
     /// inherit pages from older checkpoints for it. Addition to the brief.
     pub full: bool,
+    /// How its private memory was captured: "fork" (copy-on-write
+    /// snapshot read after the target resumed), "tracked" (the pages written
+    /// since the previous checkpoint, known by write tracking, copied while
+    /// stopped), "stopped" (all read while stopped: no thread could be
+    /// made to fork). Empty in traces from before it was recorded.
+    pub memory: String,
 }
 
 /// One line of `/proc/PID/maps`.

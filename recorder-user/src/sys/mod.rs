@@ -207,6 +207,14 @@ pub fn signal_sets(pid: u32) -> (u64, u64) {
     (get("SigCgt"), get("SigIgn"))
 }
 
+/// Resident memory of a process, bytes (/proc/PID/statm, 4 KiB pages).
+pub fn resident_bytes(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// One line of /proc/PID/maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapEntry {
@@ -486,3 +494,4 @@ mod tests {
 }
 
 pub mod ptrace;
+pub mod uffd;
