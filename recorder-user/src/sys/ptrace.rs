@@ -146,6 +146,28 @@ pub fn wait_any() -> io::Result<Option<WaitStatus>> {
     }
 }
 
+/// Blocks until some tracee or child of this process has an event for
+/// `wait_any`, without consuming it. Fails with ECHILD when there is none
+/// to wait for.
+pub fn wait_pending() -> io::Result<()> {
+    // SAFETY: waitid writes only the siginfo_t we pass; WNOWAIT leaves the
+    // event for the supervisor's waitpid.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::__WALL,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// A tracee's memory, read and written through /proc/PID/mem (which also
 /// reaches read-only and PROT_NONE pages).
 #[derive(Debug)]
