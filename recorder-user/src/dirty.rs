@@ -30,7 +30,11 @@ use crate::sys::uffd::{Pagemap, WriteProtect};
 /// `uniplay record --track-writes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TrackWrites {
-    /// Processes with at least [`AUTO_MIN_RESIDENT`] resident.
+    /// Processes with at least [`AUTO_MIN_RESIDENT`] resident, and those
+    /// checkpointed before in their current image (a shell running
+    /// commands is checkpointed at each of their execs). Not a process
+    /// caught once and gone (a command the shell runs): tracking only pays
+    /// from its third checkpoint.
     #[default]
     Auto,
     /// Every process (tests use it to exercise tracking on small ones).
@@ -44,9 +48,10 @@ pub enum TrackWrites {
 pub const AUTO_MIN_RESIDENT: u64 = 16 << 20;
 
 impl TrackWrites {
-    pub fn wants(self, resident: u64) -> bool {
+    /// `again`: the process was checkpointed before in this image.
+    pub fn wants(self, resident: u64, again: bool) -> bool {
         match self {
-            TrackWrites::Auto => resident >= AUTO_MIN_RESIDENT,
+            TrackWrites::Auto => again || resident >= AUTO_MIN_RESIDENT,
             TrackWrites::Always => true,
             TrackWrites::Never => false,
         }
@@ -204,11 +209,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dirty_auto_tracks_big_processes_only() {
-        assert!(!TrackWrites::Auto.wants(1 << 20));
-        assert!(TrackWrites::Auto.wants(AUTO_MIN_RESIDENT));
-        assert!(TrackWrites::Always.wants(0));
-        assert!(!TrackWrites::Never.wants(u64::MAX));
+    fn dirty_auto_tracks_big_or_long_lived_processes() {
+        assert!(!TrackWrites::Auto.wants(1 << 20, false));
+        assert!(TrackWrites::Auto.wants(1 << 20, true));
+        assert!(TrackWrites::Auto.wants(AUTO_MIN_RESIDENT, false));
+        assert!(TrackWrites::Always.wants(0, false));
+        assert!(!TrackWrites::Never.wants(u64::MAX, true));
     }
 
     #[test]

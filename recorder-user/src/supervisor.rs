@@ -178,6 +178,63 @@ struct Tracee {
     stop: Option<Stop>,
 }
 
+/// Writes finished checkpoints (last pages, state, the fsyncs that make
+/// them complete) on a thread of its own, in order, so that the next
+/// ptrace event (an exec waiting for its checkpoint) is not kept waiting.
+#[derive(Debug)]
+struct Finisher {
+    queue: Option<Sender<(PageSink, Checkpoint)>>,
+    thread: Option<JoinHandle<()>>,
+    reports: Sender<Report>,
+}
+
+impl Finisher {
+    fn start(reports: &Sender<Report>) -> Finisher {
+        let (queue, rx) = mpsc::channel::<(PageSink, Checkpoint)>();
+        let to = reports.clone();
+        let thread = std::thread::Builder::new()
+            .name("uniplay-checkpoints".into())
+            .spawn(move || {
+                for (sink, cp) in rx {
+                    let _ = to.send(finish(sink, &cp));
+                }
+            })
+            .ok();
+        Finisher {
+            queue: thread.is_some().then_some(queue),
+            thread,
+            reports: reports.clone(),
+        }
+    }
+
+    fn finish(&self, sink: PageSink, cp: Checkpoint) {
+        match &self.queue {
+            Some(q) => {
+                let _ = q.send((sink, cp));
+            }
+            // No thread: in line.
+            None => {
+                let _ = self.reports.send(finish(sink, &cp));
+            }
+        }
+    }
+
+    /// Waits until every checkpoint handed over is written.
+    fn wait(&mut self) {
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn finish(sink: PageSink, cp: &Checkpoint) -> Report {
+    match sink.finish(cp) {
+        Ok(info) => Report::Checkpoint(info),
+        Err(e) => Report::Warning(format!("checkpoint {} not stored: {e}", cp.epoch)),
+    }
+}
+
 /// Dropped without [`Supervisor::stop`] (an error path): still detach.
 impl Drop for Supervisor {
     fn drop(&mut self) {
@@ -255,6 +312,7 @@ struct State {
     /// Launch mode: checkpoint 0 is taken at the command's first exec.
     awaiting_exec: bool,
     writer: Option<CheckpointWriter>,
+    finisher: Finisher,
     /// (dev, inode) of files already copied into the trace → content hash.
     files: HashMap<(String, u64), String>,
     /// Checkpoint attempts given up because a thread would not stop.
@@ -273,6 +331,7 @@ struct State {
 
 impl State {
     fn new(opts: SupervisorOptions, filter: SharedFilter, reports: Sender<Report>) -> State {
+        let finisher = Finisher::start(&reports);
         let writer = match CheckpointWriter::new(&opts.trace_dir) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -291,6 +350,7 @@ impl State {
             epoch: 0,
             next_due: None,
             writer,
+            finisher,
             files: HashMap::new(),
             skipped: 0,
             tsc_trapped: HashSet::new(),
@@ -310,11 +370,9 @@ impl State {
     /// poll cost it about 6%).
     fn run(mut self, commands: Receiver<Command>, go: Sender<()>) {
         loop {
-            let timeout = self
-                .next_due
-                .map_or(Duration::from_millis(100), |t| {
-                    t.saturating_duration_since(Instant::now())
-                });
+            let timeout = self.next_due.map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
             let mut ready = false;
             match commands.recv_timeout(timeout) {
                 Ok(Command::Seize { threads, reply }) => {
@@ -349,6 +407,7 @@ impl State {
             }
         }
         self.detach_all();
+        self.finisher.wait();
     }
 
     fn seize_all(&mut self, threads: &[(u32, u32)]) -> Result<(), String> {
@@ -509,6 +568,7 @@ impl State {
     }
 
     fn exec_stop(&mut self, tid: u32) {
+        let t_exec = Instant::now();
         // After an exec the process has one thread, with the leader's tid.
         let pid = sys::tgid_of(tid).unwrap_or(tid);
         self.tracees.retain(|t, tr| tr.pid != pid || *t == tid);
@@ -534,7 +594,9 @@ impl State {
         self.fresh_execs.push(pid);
         let _ = pt::interrupt(tid);
         let _ = pt::cont(tid, None);
+        phase("exec: ready to checkpoint", t_exec);
         self.checkpoint("exec");
+        phase("exec: checkpointed", t_exec);
     }
 
     /// A `syscall` instruction in `pid`'s current vDSO (checked against its
@@ -1043,14 +1105,8 @@ impl State {
             reason,
             processes,
         };
-        let finished = sink.finish(&cp);
-        phase("finished", t0);
-        match finished {
-            Ok(info) => {
-                let _ = self.reports.send(Report::Checkpoint(info));
-            }
-            Err(e) => self.warn(format!("checkpoint {epoch} not stored: {e}")),
-        }
+        self.finisher.finish(sink, cp);
+        phase("handed over", t0);
         self.schedule_next();
     }
 
@@ -1113,7 +1169,7 @@ impl State {
         let mem = Mem::open(pid).map_err(|e| format!("memory: {e}"))?;
         let mut pages = 0;
         for m in maps.iter().filter(|m| stored(m) && m.perms.ends_with('s')) {
-            pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
+            pages += store_range(&mem, pid, pid, m.start, m.end, &mut proc.hashes, sink);
         }
         let injector = tids.iter().copied().find(|t| {
             std::env::var_os("UNIPLAY_NO_COW").is_none()
@@ -1169,11 +1225,11 @@ impl State {
         if let Snapshot::Direct = snap {
             let proc = self.procs.entry(pid).or_default();
             for &(s, e) in &private {
-                pages += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
+                pages += store_range(&mem, pid, pid, s, e, &mut proc.hashes, sink);
             }
         }
         if let (Some(t), Snapshot::Child { .. }) = (injector, &snap) {
-            if self.opts.track_writes.wants(resident) {
+            if self.opts.track_writes.wants(resident, !full) {
                 self.start_tracking(pid, t, private);
             }
         }
@@ -1413,11 +1469,17 @@ impl State {
                 .map(|m| (m.start, m.end))
                 .collect();
             for (s, e) in only.unwrap_or(all) {
-                state.pages_stored += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
+                state.pages_stored += store_range(&mem, child, pid, s, e, &mut proc.hashes, sink);
             }
         }
+        let t = Instant::now();
         state.sigactions = self.sigactions(pid, child, true);
+        phase(
+            &format!("  sigactions of {pid} ({})", state.sigactions.len()),
+            t,
+        );
         sys::kill(child, libc::SIGKILL);
+        let t = Instant::now();
         // Reap it (we are its tracer, and in launch mode its parent).
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
@@ -1429,6 +1491,7 @@ impl State {
                 _ => std::thread::yield_now(),
             }
         }
+        phase("  reaped", t);
         self.snapshots.remove(&child);
     }
 
@@ -1692,27 +1755,38 @@ fn stored(m: &sys::MapEntry) -> bool {
 /// pages of stored mappings read as zero). Returns pages stored.
 fn store_range(
     mem: &Mem,
+    src: u32,
     pid: u32,
     start: u64,
     end: u64,
     hashes: &mut HashMap<u64, u128>,
     sink: &mut PageSink,
 ) -> u64 {
-    const CHUNK: u64 = 1 << 20;
-    let mut buf = vec![0u8; CHUNK as usize];
-    let mut stored = 0;
-    let mut addr = start;
-    while addr < end {
-        let len = (end - addr).min(CHUNK) as usize;
-        let n = mem.read(addr, &mut buf[..len]).unwrap_or(0);
-        if n == 0 {
-            addr += PAGE;
-            continue;
-        }
-        stored += store_pages(pid, addr, &buf[..n], hashes, sink);
-        addr += n as u64;
+    const CHUNK: usize = 1 << 20;
+    thread_local! {
+        // Reused: a fresh buffer per call would be faulted in page by page
+        // every time (a few ms per checkpoint of a small process).
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
     }
-    stored
+    BUF.with_borrow_mut(|buf| {
+        let mut stored = 0;
+        let mut addr = start;
+        while addr < end {
+            let len = ((end - addr) as usize).min(CHUNK);
+            let chunk = &mut buf[..len];
+            let mut n = pt::copy_into(src, addr, chunk);
+            if n < len {
+                n += mem.read(addr + n as u64, &mut chunk[n..]).unwrap_or(0);
+            }
+            if n == 0 {
+                addr += PAGE;
+                continue;
+            }
+            stored += store_pages(pid, addr, &chunk[..n], hashes, sink);
+            addr += n as u64;
+        }
+        stored
+    })
 }
 
 /// Stores each page of `data` (read at `addr`) that changed since it was
