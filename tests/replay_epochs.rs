@@ -145,6 +145,70 @@ fn replay_with_write_tracking() {
     assert!(tracked(&r) >= 2, "python3: write tracking was not used");
 }
 
+/// `record --pid`: a process that was running (its rseq area registered
+/// before recording began, so unknown to the log) replays from every
+/// checkpoint, with and without write tracking.
+#[test]
+fn replay_an_attached_process() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    for track in ["never", "always"] {
+        let mut target = std::process::Command::new(workload("patterns"))
+            .args(["6", "150"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(target.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("trace");
+        let pid = target.id().to_string();
+        let out = std::process::Command::new(uniplay())
+            .args([
+                "record",
+                "--quiet",
+                "--epoch",
+                "40ms",
+                "--track-writes",
+                track,
+            ])
+            .args(["--pid", &pid, "-o"])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        target.wait().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = replay_all(&trace, None);
+        assert!(report.epochs.len() >= 5, "want several epochs");
+        assert!(
+            report.ok(),
+            "--track-writes {track}:\n{}",
+            describe(&report)
+        );
+        for e in &report.epochs {
+            let one = replay_all(&trace, Some(e.index));
+            assert_eq!(
+                one.epochs[0].status,
+                Status::Verified,
+                "epoch {} alone",
+                e.index
+            );
+        }
+    }
+}
+
 /// Shells, make and the compiler, python's subprocess: processes forked
 /// inside an epoch are replayed from their birth (their pre-exec code), and
 /// every exec starts an epoch whose checkpoint holds the new image.

@@ -1142,6 +1142,7 @@ impl State {
                 fpregs: pt::xstate(tid).unwrap_or_default(),
                 sigmask: pt::sigmask(tid).unwrap_or(0),
                 syscall,
+                rseq: pt::rseq_area(tid).unwrap_or_default(),
             });
         }
         phase("threads", t0);

@@ -1370,11 +1370,20 @@ impl<'a> Run<'a> {
         if self.out.divergence.is_some() {
             return Ok(());
         }
+        // rseq areas, registered in the epoch or before recording began
+        // (attach mode): the kernel writes the CPU number there.
         let mut ignore: Vec<(u64, u64)> = self
             .known
             .rseq
             .iter()
-            .map(|&(a, l)| (a, a + l.max(32)))
+            .copied()
+            .chain(
+                p.threads
+                    .iter()
+                    .filter(|t| t.rseq.0 != 0)
+                    .map(|t| (t.rseq.0, t.rseq.1 as u64)),
+            )
+            .map(|(a, l)| (a, a + l.max(32)))
             .collect();
         // A signal frame's err, trapno and cr2 words are its thread's last
         // fault, which may predate the epoch (a restored thread has none).

@@ -468,6 +468,7 @@ pub fn checkpoints() -> Vec<(Checkpoint, Vec<Page>)> {
             fpregs: Vec::new(),
             sigmask,
             syscall,
+            rseq: (0, 0),
         }],
         fds: vec![
             FdState {

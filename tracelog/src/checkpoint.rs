@@ -116,6 +116,9 @@ pub struct ThreadState {
     pub sigmask: u64,
     /// Syscall number the thread is stopped in, if any.
     pub syscall: Option<i64>,
+    /// The thread's rseq area (address, length; 0 if none): the kernel
+    /// writes the thread's CPU number there.
+    pub rseq: (u64, u32),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,7 @@ fn process(pid: u32, maps: Vec<Mapping>, full: bool) -> ProcessState {
             fpregs: vec![7; 512],
             sigmask: 0,
             syscall: Some(0),
+            rseq: (0, 0),
         }],
         full,
         ..ProcessState::default()

@@ -146,6 +146,31 @@ pub fn wait_any() -> io::Result<Option<WaitStatus>> {
     }
 }
 
+/// The thread's rseq area (address, length), if it registered one.
+pub fn rseq_area(tid: u32) -> Option<(u64, u32)> {
+    const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+    #[repr(C)]
+    #[derive(Default)]
+    struct Conf {
+        pointer: u64,
+        size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut conf = Conf::default();
+    // SAFETY: the kernel writes at most the size passed into `conf`.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid as libc::pid_t,
+            std::mem::size_of::<Conf>(),
+            &mut conf as *mut Conf,
+        )
+    };
+    (r >= 0 && conf.pointer != 0).then_some((conf.pointer, conf.size))
+}
+
 /// Blocks until some tracee or child of this process has an event for
 /// `wait_any`, without consuming it. Fails with ECHILD when there is none
 /// to wait for.
