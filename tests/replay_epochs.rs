@@ -318,6 +318,20 @@ fn replay_threads_with_mutex_and_condvar() {
     assert!(threads >= 5, "no epoch held the worker threads");
 }
 
+/// A process whose main thread calls exit_group while another thread is
+/// blocked: its last thread dies of the group's SIGKILL, its status is
+/// exit_group's; replay reaps the threads (a wait on the leader alone
+/// would never return) and compares that status.
+#[test]
+fn replay_exit_group_with_a_thread_alive() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let script = "import threading, time\nt = threading.Thread(target=time.sleep, args=(10,), daemon=True)\nt.start(); time.sleep(0.1); print('bye')";
+    record_and_verify("30ms", &["/usr/bin/python3", "-c", script]);
+}
+
 #[test]
 fn replay_python() {
     if !can_record() {

@@ -1170,7 +1170,7 @@ impl State {
         let mem = Mem::open(pid).map_err(|e| format!("memory: {e}"))?;
         let mut pages = 0;
         for m in maps.iter().filter(|m| stored(m) && m.perms.ends_with('s')) {
-            pages += store_range(&mem, pid, pid, m.start, m.end, &mut proc.hashes, sink);
+            pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
         }
         let injector = tids.iter().copied().find(|t| {
             std::env::var_os("UNIPLAY_NO_COW").is_none()
@@ -1226,7 +1226,7 @@ impl State {
         if let Snapshot::Direct = snap {
             let proc = self.procs.entry(pid).or_default();
             for &(s, e) in &private {
-                pages += store_range(&mem, pid, pid, s, e, &mut proc.hashes, sink);
+                pages += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
             }
         }
         if let (Some(t), Snapshot::Child { .. }) = (injector, &snap) {
@@ -1470,7 +1470,7 @@ impl State {
                 .map(|m| (m.start, m.end))
                 .collect();
             for (s, e) in only.unwrap_or(all) {
-                state.pages_stored += store_range(&mem, child, pid, s, e, &mut proc.hashes, sink);
+                state.pages_stored += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
             }
         }
         let t = Instant::now();
@@ -1756,7 +1756,6 @@ fn stored(m: &sys::MapEntry) -> bool {
 /// pages of stored mappings read as zero). Returns pages stored.
 fn store_range(
     mem: &Mem,
-    src: u32,
     pid: u32,
     start: u64,
     end: u64,
@@ -1775,10 +1774,9 @@ fn store_range(
         while addr < end {
             let len = ((end - addr) as usize).min(CHUNK);
             let chunk = &mut buf[..len];
-            let mut n = pt::copy_into(src, addr, chunk);
-            if n < len {
-                n += mem.read(addr + n as u64, &mut chunk[n..]).unwrap_or(0);
-            }
+            // Not process_vm_readv: its page pins would unshare (copy)
+            // every page a snapshot child shares with the target.
+            let n = mem.read(addr, chunk).unwrap_or(0);
             if n == 0 {
                 addr += PAGE;
                 continue;

@@ -55,8 +55,14 @@ fn stop_err(tid: u32, status: WaitStatus, during: &'static str) -> ReplayError {
     }
 }
 
+/// How long after its SIGSTOP a waited-for thread may stay a zombie before
+/// the watchdog reaps its dead siblings for it.
+const DEAD_GRACE_MS: u64 = 500;
+
 /// Sends SIGSTOP to a thread that overstays its time slice, so a blocking
-/// wait returns. One per worker thread.
+/// wait returns; if the thread turns out dead (a zombie leader whose
+/// siblings are not reaped, which no wait on it would ever report), reaps
+/// the siblings so that the wait returns. One per worker thread.
 #[derive(Debug, Clone)]
 pub struct Watchdog {
     inner: Arc<WatchInner>,
@@ -84,9 +90,13 @@ impl Watchdog {
             while !w.quit.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
                 let d = w.deadline_ms.load(Ordering::Acquire);
+                let (p, t) = (w.pid.load(Ordering::Acquire), w.tid.load(Ordering::Acquire));
                 if d != 0 && now_ms() > d && !w.fired.swap(true, Ordering::AcqRel) {
-                    let (p, t) = (w.pid.load(Ordering::Acquire), w.tid.load(Ordering::Acquire));
                     let _ = sys::tgkill(p, t, libc::SIGSTOP);
+                } else if d != 0 && now_ms() > d + DEAD_GRACE_MS && sys::is_zombie(p, t) {
+                    // The process died while its leader was waited for: the
+                    // leader reports only once its other threads are reaped.
+                    sys::reap_threads(p, t);
                 }
             }
         });
@@ -393,7 +403,18 @@ impl Driver {
         sys::cont(tid).map_err(err("PTRACE_CONT", tid))?;
         let target = if group { self.pid } else { tid };
         loop {
-            match sys::wait(target).map_err(err("waiting for an exit", target))? {
+            let status = if group {
+                // The leader reports only once its other threads, dying
+                // too, are reaped: a blocking wait on it would never end.
+                sys::reap_threads(self.pid, self.pid);
+                match sys::wait_timeout(target, Duration::from_millis(1)) {
+                    Ok(WaitStatus::StillAlive) => continue,
+                    other => other,
+                }
+            } else {
+                sys::wait(target)
+            };
+            match status.map_err(err("waiting for an exit", target))? {
                 WaitStatus::Exited(p, code) if p.as_raw() as u32 == self.pid => {
                     return Ok(Some((code, 0)))
                 }

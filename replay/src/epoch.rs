@@ -407,7 +407,20 @@ fn load_logs(trace: &Trace, epoch: u32) -> Result<HashMap<u32, Log>, ReplayError
                 code,
                 signal,
                 group_dead: true,
-            } => log.exit = Some((*code, *signal)),
+            } => {
+                // After exit_group(c), the thread that dies last is killed
+                // (SIGKILL) but the process's status is c.
+                let group_code = log.order.iter().rev().find_map(|o| match &o.kind {
+                    EventKind::Syscall(sc) if sc.nr == nr::EXIT_GROUP => {
+                        sc.args.as_slice().first().map(|&c| c as i32 & 0xff)
+                    }
+                    _ => None,
+                });
+                log.exit = Some(match group_code {
+                    Some(c) if *signal == libc::SIGKILL as u32 => (c, 0),
+                    _ => (*code, *signal),
+                });
+            }
             _ => {}
         }
     }

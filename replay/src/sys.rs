@@ -350,6 +350,28 @@ pub fn maps(pid: u32) -> io::Result<Vec<MapEntry>> {
 }
 
 /// The threads of `pid` (/proc/PID/task), leader first; empty if gone.
+/// Whether thread `tid` of `pid` is dead and not reaped.
+pub fn is_zombie(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, rest)| rest.starts_with(['Z', 'X']))
+        })
+        .unwrap_or(false)
+}
+
+/// Reaps the dead threads of `pid` other than `except` (any thread of this
+/// process may reap a tracee of another).
+pub fn reap_threads(pid: u32, except: u32) {
+    for t in task_tids(pid).into_iter().filter(|&t| t != except) {
+        let _ = waitpid(
+            self::pid(t),
+            Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+        );
+    }
+}
+
 pub fn task_tids(pid: u32) -> Vec<u32> {
     let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
