@@ -225,6 +225,14 @@ impl Probe {
             // SAFETY: as above.
             0 => unsafe {
                 libc::close(fds[1]);
+                // Let go of stdio now: a pipe reading uniplay's output must
+                // end when uniplay does (the closes below are released
+                // together, after the slow ones).
+                for fd in 0..=2 {
+                    if fd != fds[0] {
+                        libc::close(fd);
+                    }
+                }
                 let mut b = 0u8;
                 while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) < 0 {}
                 libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
