@@ -154,6 +154,8 @@ pub struct Scan {
 pub struct Tracker {
     wp: WriteProtect,
     pagemap: Pagemap,
+    /// Its mappings were registered and protected (scans mean something).
+    pub armed: bool,
     /// Protection was (re-)armed at the previous cut: the scan is exact.
     pub synced: bool,
 }
@@ -164,6 +166,7 @@ impl Tracker {
         Ok(Tracker {
             wp: WriteProtect::new(uffd)?,
             pagemap: Pagemap::open(pid)?,
+            armed: false,
             synced: false,
         })
     }
@@ -177,6 +180,7 @@ impl Tracker {
                 let _ = self.wp.protect(s, e);
             }
         }
+        self.armed = true;
         self.synced = false;
     }
 

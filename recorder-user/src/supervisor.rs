@@ -970,6 +970,27 @@ impl State {
                 self.patch_vdso(pid);
             }
         }
+        // Write trackers of big processes: made here, armed after
+        // checkpoint 0, so that its stop is only the fork's.
+        let stopped: Vec<(u32, u32)> = self
+            .tracees
+            .iter()
+            .filter(|(_, tr)| tr.stop == Some(Stop::Interrupt))
+            .map(|(&t, tr)| (tr.pid, t))
+            .collect();
+        let mut done = HashSet::new();
+        for &(pid, tid) in &stopped {
+            if self
+                .opts
+                .track_writes
+                .wants(sys::resident_bytes(pid), false)
+                && done.insert(pid)
+            {
+                if let Ok(t) = self.make_tracker(pid, tid) {
+                    self.procs.entry(pid).or_default().tracker = Some(t);
+                }
+            }
+        }
         let ready: Vec<(u32, u32)> = self
             .tracees
             .iter()
@@ -1501,7 +1522,7 @@ impl State {
     /// re-arms it either way (see [`crate::dirty`]).
     fn scan_writes(&mut self, pid: u32, private: &[(u64, u64)]) -> Option<Written> {
         let proc = self.procs.get_mut(&pid)?;
-        let tracker = proc.tracker.as_mut()?;
+        let tracker = proc.tracker.as_mut().filter(|t| t.armed)?;
         let scan = tracker.scan(private);
         proc.to_register = scan.unregistered;
         let exact = std::mem::replace(&mut tracker.synced, true);
@@ -1573,11 +1594,15 @@ impl State {
     /// Gives `pid` (stopped; `tid` interrupt-stopped) a write tracker,
     /// armed over `private` once the target runs again.
     fn start_tracking(&mut self, pid: u32, tid: u32, private: Vec<(u64, u64)>) {
-        if self
-            .procs
-            .get(&pid)
-            .is_none_or(|p| p.tracker.is_some() || p.untrackable)
-        {
+        let Some(proc) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if proc.tracker.as_ref().is_some_and(|t| !t.armed) {
+            // Made beforehand (attach): arm it now.
+            proc.to_arm.get_or_insert(private);
+            return;
+        }
+        if proc.tracker.is_some() || proc.untrackable {
             return;
         }
         let made = self.make_tracker(pid, tid);
