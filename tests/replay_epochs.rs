@@ -133,6 +133,9 @@ fn replay_with_write_tracking() {
     let script = "for i in 1 2 3 4 5; do sleep 0.03; echo $i; done | sort -r; ls /usr/bin | wc -l";
     let r = record_and_verify_with(&always, "20ms", &["bash", "-c", script]);
     assert!(tracked(&r) >= 1, "bash: write tracking was not used");
+    // The heap grows in parts that do not merge with the registered one.
+    let r = record_and_verify_with(&always, "20ms", &[workload("heapgrow").to_str().unwrap()]);
+    assert!(tracked(&r) >= 2, "heapgrow: write tracking was not used");
     let r = record_and_verify_with(
         &always,
         "30ms",

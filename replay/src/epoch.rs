@@ -622,7 +622,14 @@ impl<'a> Run<'a> {
             for f in &p.fds {
                 self.fds.insert(f.fd as i64, f.path.clone());
             }
-            self.brk = p.maps.iter().find(|m| m.path == "[heap]").map(|m| m.end);
+            // The heap can be several mappings (a part made after write
+            // tracking registered the rest does not merge with it).
+            self.brk = p
+                .maps
+                .iter()
+                .filter(|m| m.path == "[heap]")
+                .map(|m| m.end)
+                .max();
         }
         let tids: Vec<(u32, u32)> = self.live.tids.iter().map(|(&r, &l)| (r, l)).collect();
         for &(_, live) in &tids {
