@@ -80,6 +80,9 @@ fn replay_single_threaded_workloads() {
     let r = record_and_verify("50ms", &[patterns.to_str().unwrap(), "3", "120"]);
     assert!(r.open().checkpoints().len() >= 4, "want several epochs");
     record_and_verify("250ms", &[workload("vdsotime").to_str().unwrap()]);
+    // Cut inside loops whose iterations differ only in flags and SSE
+    // registers: the breakpoint must find the iteration the cut caught.
+    record_and_verify("30ms", &[workload("fploop").to_str().unwrap(), "40000"]);
 }
 
 #[test]

@@ -195,7 +195,7 @@ pub fn compare(
 }
 
 /// Whether two FPU areas hold the same legacy (FXSAVE) state.
-fn fx_equal(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn fx_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() >= 512 && b.len() >= 512 && a[..FX_COMPARED] == b[..FX_COMPARED]
 }
 

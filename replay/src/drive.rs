@@ -441,13 +441,26 @@ impl Driver {
         &self,
         tid: u32,
         target: &[u64],
+        fpregs: &[u8],
         slice: Duration,
         mem: &Poke<'_>,
         peek: &Peek<'_>,
     ) -> Result<Stop, ReplayError> {
         let rip = target[16];
+        // Same general registers in another iteration of a loop can still
+        // differ in the FPU/SSE ones: both must match.
+        let reached = |r: &Regs| -> Result<bool, ReplayError> {
+            if !matches_state(r, target) {
+                return Ok(false);
+            }
+            if fpregs.is_empty() {
+                return Ok(true);
+            }
+            let fx = sys::xstate(tid).map_err(err("PTRACE_GETREGSET", tid))?;
+            Ok(crate::compare::fx_equal(fpregs, &fx))
+        };
         let cur = sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?;
-        if matches_state(&cur, target) {
+        if reached(&cur)? {
             return Ok(Stop::Reached);
         }
         let orig = peek(rip)?;
@@ -470,7 +483,7 @@ impl Driver {
                     }
                     r.rip = rip;
                     sys::setregs(tid, r).map_err(err("PTRACE_SETREGS", tid))?;
-                    if matches_state(&r, target) {
+                    if reached(&r)? {
                         return Ok(Stop::Reached);
                     }
                     // Step over the original instruction, then re-arm.
@@ -509,5 +522,12 @@ fn matches_state(r: &Regs, t: &[u64]) -> bool {
         r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
         r.rsi, r.rdi,
     ];
-    live[..] == t[..15] && r.rip == t[16] && r.rsp == t[19] && r.fs_base == t[21]
+    // Flags too (a loop's iterations can differ only there), but for the
+    // resume and trap flags, which our stepping changes.
+    const RF_TF: u64 = 0x1_0100;
+    live[..] == t[..15]
+        && r.rip == t[16]
+        && r.rsp == t[19]
+        && r.fs_base == t[21]
+        && (r.eflags ^ t[18]) & !RF_TF == 0
 }

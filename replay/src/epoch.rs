@@ -1369,7 +1369,7 @@ impl<'a> Run<'a> {
                 };
                 match self
                     .drv
-                    .run_to_state(tid, &t.regs, TIME_SLICE, &poke, &peek)?
+                    .run_to_state(tid, &t.regs, &t.fpregs, TIME_SLICE, &poke, &peek)?
                 {
                     Stop::SyscallEntry(r) => self.diverge(
                         None,
