@@ -187,3 +187,51 @@ fn checkpoint_threads_and_processes_all_present() {
         .unwrap_or(0);
     assert!(most >= 2, "no checkpoint holds several processes");
 }
+
+/// A process stopped by SIGSTOP cannot be made to run anything: its
+/// memory is read while it is stopped, and its signal handlers are the
+/// ones read at an earlier checkpoint (its caught set unchanged).
+#[test]
+fn checkpoint_handlers_of_a_stopped_process() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let script = "import os, signal, time\n\
+                  signal.signal(signal.SIGUSR1, lambda *a: None)\n\
+                  time.sleep(0.2)\n\
+                  if os.fork() == 0:\n    time.sleep(0.4); os.kill(os.getppid(), signal.SIGCONT); os._exit(0)\n\
+                  os.kill(os.getpid(), signal.SIGSTOP)\n\
+                  os.wait(); print('ok')";
+    // Without write tracking, a stopped process's memory is read while
+    // stopped ("stopped"), which tells the checkpoints that caught it.
+    let r = record(
+        &["--epoch", "50ms", "--track-writes", "never"],
+        &["/usr/bin/python3", "-c", script],
+    );
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    let t = r.open();
+    let root = t.meta().root_pid;
+    let states: Vec<(String, bool)> = t
+        .checkpoints()
+        .iter()
+        .filter_map(|c| {
+            let cp = t.checkpoint(c.epoch).unwrap();
+            let p = cp.processes.into_iter().find(|p| p.pid == root)?;
+            let usr1 = p.sigactions.iter().any(|a| a.sig == 10 && a.handler > 1);
+            Some((p.memory, usr1))
+        })
+        .collect();
+    let first = states
+        .iter()
+        .position(|s| s.1)
+        .expect("no checkpoint has the SIGUSR1 handler");
+    assert!(
+        states[first..].iter().all(|s| s.1),
+        "a later checkpoint lost the handler: {states:?}"
+    );
+    assert!(
+        states.iter().any(|s| s.0 == "stopped"),
+        "no checkpoint caught the process stopped: {states:?}"
+    );
+}

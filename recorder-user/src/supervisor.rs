@@ -297,6 +297,9 @@ struct Proc {
     /// scan, in `State::arena` (address, offset, length).
     pending: Vec<(u64, u64)>,
     precopy: Vec<(u64, usize, usize)>,
+    /// The signal handlers last read, with the (caught, ignored) sets of
+    /// then: reused when they cannot be read again and the sets agree.
+    known_sigactions: Option<((u64, u64), Vec<SigAction>)>,
 }
 
 struct State {
@@ -1249,6 +1252,12 @@ impl State {
             for &(s, e) in &private {
                 pages += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
             }
+            if let Some(t) = injector {
+                sigactions = self.sigactions(pid, t, false);
+            }
+        }
+        if injector.is_none() {
+            sigactions = self.known_sigactions(pid);
         }
         if let (Some(t), Snapshot::Child { .. }) = (injector, &snap) {
             if self.opts.track_writes.wants(resident, !full) {
@@ -1724,7 +1733,50 @@ impl State {
             let _ = mem.write(buf, &saved);
         }
         out.sort_by_key(|a| a.sig);
+        if out.len() as u32 == (caught | ignored).count_ones() {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.known_sigactions = Some(((caught, ignored), out.clone()));
+            }
+        }
         out
+    }
+
+    /// The handlers of a process none of whose threads can run a query
+    /// (all group-stopped, by SIGSTOP or the like): the last ones read, if
+    /// the caught and ignored sets are still what they were then; else only
+    /// the ignored signals, with a warning.
+    fn known_sigactions(&mut self, pid: u32) -> Vec<SigAction> {
+        let sets = sys::signal_sets(pid);
+        if let Some((was, list)) = self
+            .procs
+            .get(&pid)
+            .and_then(|p| p.known_sigactions.as_ref())
+        {
+            if *was == sets {
+                return list.clone();
+            }
+        }
+        let (caught, ignored) = sets;
+        if caught != 0 {
+            self.warn(format!(
+                "process {pid}: its signal handlers could not be read (every thread is stopped by a signal); a replay from this checkpoint runs them as defaults"
+            ));
+        }
+        let list: Vec<SigAction> = (1..=64u32)
+            .filter(|sig| ignored & (1 << (sig - 1)) != 0)
+            .map(|sig| SigAction {
+                sig,
+                handler: 1,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            })
+            .collect();
+        // Said once: the same sets next time return this quietly.
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.known_sigactions = Some((sets, list.clone()));
+        }
+        list
     }
 }
 
