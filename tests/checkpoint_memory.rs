@@ -222,16 +222,14 @@ fn checkpoint_handlers_of_a_stopped_process() {
             Some((p.memory, usr1))
         })
         .collect();
-    let first = states
-        .iter()
-        .position(|s| s.1)
-        .expect("no checkpoint has the SIGUSR1 handler");
-    assert!(
-        states[first..].iter().all(|s| s.1),
-        "a later checkpoint lost the handler: {states:?}"
-    );
+    // (python puts the default handlers back as it exits: the last
+    // checkpoints may rightly have none.)
     assert!(
         states.iter().any(|s| s.0 == "stopped"),
         "no checkpoint caught the process stopped: {states:?}"
+    );
+    assert!(
+        states.iter().filter(|s| s.0 == "stopped").all(|s| s.1),
+        "a checkpoint of the stopped process lost its handler: {states:?}"
     );
 }

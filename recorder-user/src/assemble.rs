@@ -131,7 +131,13 @@ impl Assembler {
                         phase,
                         code: s.code,
                         errno: s.errno,
-                        result: s.result,
+                        // Delivered: whether a handler ran (1) or the
+                        // default action (0), which may kill.
+                        result: if phase == SignalPhase::Delivered {
+                            (s.sa_handler != 0) as i32
+                        } else {
+                            s.result
+                        },
                         target_tid: s.target_tid,
                     },
                 ));

@@ -498,13 +498,25 @@ impl State {
                 time_ns,
                 sig,
                 info,
+                regs,
             } => {
-                let output = tracelog::Output {
+                let mut outputs = vec![tracelog::Output {
                     arg: 0,
                     addr: 0,
                     data: info.into(),
                     complete: true,
-                };
+                }];
+                // Where it was delivered (slot 1): replay delivers a signal
+                // that interrupted user code at that very state.
+                if !regs.is_empty() {
+                    let bytes: Vec<u8> = regs.iter().flat_map(|w| w.to_le_bytes()).collect();
+                    outputs.push(tracelog::Output {
+                        arg: 1,
+                        addr: 0,
+                        data: bytes.into(),
+                        complete: true,
+                    });
+                }
                 let e = pseudo_event(
                     pid,
                     tid,
@@ -512,7 +524,7 @@ impl State {
                     recorder_common::PSEUDO_SIGINFO,
                     sig as u64,
                     0,
-                    vec![output],
+                    outputs,
                 );
                 self.orderer.push(SUPERVISOR_SOURCE, e);
             }
@@ -610,10 +622,10 @@ impl State {
             EventKind::Signal {
                 sig,
                 phase: SignalPhase::Delivered,
+                result: 0,
                 ..
             } if is_fatal_by_default(*sig) => {
-                // Only a default (SIG_DFL) action kills; handled ones show up
-                // as the handler running instead.
+                // Only the default action kills (result 1: a handler ran).
                 self.fatal_signal.insert(e.pid, *sig);
             }
             EventKind::Exit {

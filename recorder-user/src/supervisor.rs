@@ -104,6 +104,9 @@ pub enum Report {
         time_ns: u64,
         sig: i32,
         info: Vec<u8>,
+        /// The thread's registers where the signal is delivered (27 words,
+        /// kernel order): `orig_rax` -1 means in the middle of user code.
+        regs: Vec<u64>,
     },
 }
 
@@ -847,6 +850,7 @@ impl State {
                 time_ns: sys::monotonic_ns(),
                 sig,
                 info,
+                regs: pt::getregs(tid).map(|r| regs_words(&r)).unwrap_or_default(),
             });
         }
     }

@@ -11,7 +11,7 @@
 //! sent anywhere.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -116,7 +116,7 @@ struct Log {
     /// syscall: where it was last switched in before it (or the syscall's).
     start_cpu: Option<u32>,
     /// The recorded siginfo of each signal delivered, by thread, in order.
-    siginfos: HashMap<u32, VecDeque<(u32, Vec<u8>)>>,
+    siginfos: HashMap<u32, VecDeque<Delivery>>,
     /// Images exec'd: (tid, path, argv), in order.
     execs: Vec<(u32, String, Vec<String>)>,
     /// Threads that received signals.
@@ -287,6 +287,16 @@ pub struct Knowledge {
     pub startups: HashMap<u32, Vec<(u64, u64)>>,
 }
 
+/// A signal's delivery as the recorder saw it at its signal-delivery-stop.
+#[derive(Debug, Clone)]
+struct Delivery {
+    sig: u32,
+    /// The kernel's siginfo_t.
+    info: Vec<u8>,
+    /// The thread's registers then (27 words), in traces that have them.
+    regs: Option<Vec<u64>>,
+}
+
 impl Knowledge {
     /// Process `pid` was between an exec and its first syscall at `time`
     /// (so it may not have run ld.so's `cpuid` yet).
@@ -357,6 +367,10 @@ fn load_logs(trace: &Trace, epoch: u32) -> Result<HashMap<u32, Log>, ReplayError
     // last switched in on (until its process's start CPU is known).
     let mut pending: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut last_switch_in: HashMap<u32, u32> = HashMap::new();
+    // Threads whose last siginfo no delivery has followed yet: a second one
+    // for the same signal is the same stop reported again (a checkpoint
+    // resumed the thread in between), not another delivery.
+    let mut unmatched: HashSet<u32> = HashSet::new();
     for e in trace.events_in_epoch(epoch) {
         let e = e.map_err(|source| ReplayError::Trace { epoch, source })?;
         if let EventKind::EpochMark { epoch: m } = e.kind {
@@ -373,11 +387,28 @@ fn load_logs(trace: &Trace, epoch: u32) -> Result<HashMap<u32, Log>, ReplayError
         match &e.kind {
             EventKind::Syscall(sc) if sc.nr == recorder_common::PSEUDO_SIGINFO => {
                 let sig = sc.args.as_slice().first().copied().unwrap_or(0) as u32;
-                if let Some(o) = sc.outputs.first() {
-                    log.siginfos
-                        .entry(e.tid)
-                        .or_default()
-                        .push_back((sig, o.data.to_vec()));
+                if let Some(o) = sc.outputs.iter().find(|o| o.arg == 0) {
+                    let regs = sc
+                        .outputs
+                        .iter()
+                        .find(|o| o.arg == 1 && o.data.len() == 27 * 8)
+                        .map(|o| {
+                            o.data
+                                .chunks_exact(8)
+                                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                                .collect()
+                        });
+                    let d = Delivery {
+                        sig,
+                        info: o.data.to_vec(),
+                        regs,
+                    };
+                    let q = log.siginfos.entry(e.tid).or_default();
+                    match q.back_mut() {
+                        Some(last) if unmatched.contains(&e.tid) && last.sig == sig => *last = d,
+                        _ => q.push_back(d),
+                    }
+                    unmatched.insert(e.tid);
                 }
             }
             EventKind::Switch { next_tid, .. } if *next_tid == e.tid && log.start_cpu.is_none() => {
@@ -398,6 +429,7 @@ fn load_logs(trace: &Trace, epoch: u32) -> Result<HashMap<u32, Log>, ReplayError
                 ..
             } => {
                 pending.entry(e.tid).or_default().push(*sig);
+                unmatched.remove(&e.tid);
                 log.tids.insert(e.tid);
             }
             EventKind::Exec { path, argv } => {
@@ -501,7 +533,7 @@ struct Run<'a> {
     /// Interleaving: run each thread ahead to its next syscall.
     eager: bool,
     /// Recorded siginfo of delivered signals, by recorded tid.
-    siginfos: HashMap<u32, VecDeque<(u32, Vec<u8>)>>,
+    siginfos: HashMap<u32, VecDeque<Delivery>>,
     /// The syscall being handled is its thread's (process's) last in the
     /// epoch.
     last_of_thread: bool,
@@ -675,6 +707,31 @@ impl<'a> Run<'a> {
             // syscall: made pending now, delivered on the way.
             let mut sent: Vec<i32> = Vec::new();
             for sig in signals.remove(&e.seq).unwrap_or_default() {
+                // One that interrupted user code goes where it did: run the
+                // thread to that state first (it is right after its last
+                // syscall, unless it was run ahead).
+                if sent.is_empty() && !self.prerun.contains_key(&tid) {
+                    if let Some(at) = self.delivery_ahead(e.tid, tid, sig)? {
+                        match self.run_to_delivery(tid, &at)? {
+                            None => {}
+                            // Too far (a hot loop): delivered where the
+                            // thread is, as if at its next syscall.
+                            Some(stop) if stop == "not reached" => self.out.notes.push(format!(
+                                "signal {sig} delivered short of where it was (event {})",
+                                e.seq
+                            )),
+                            Some(stop) => {
+                                self.diverge(
+                                    Some(e.seq),
+                                    e.tid,
+                                    format!("signal {sig} delivered at {:#x}", at[16]),
+                                    stop,
+                                );
+                                return Ok(false);
+                            }
+                        }
+                    }
+                }
                 self.drv.tgkill(tid, sig as i32)?;
                 sent.push(sig as i32);
             }
@@ -751,6 +808,33 @@ impl<'a> Run<'a> {
         Ok(true)
     }
 
+    /// Runs `tid` to the user-code state where the recording delivered a
+    /// signal. None when there; else what happened instead.
+    fn run_to_delivery(&mut self, tid: u32, at: &[u64]) -> Result<Option<String>, ReplayError> {
+        let live = &*self.live;
+        let poke = |a: u64, d: &[u8]| live.write_memory(a, d);
+        let peek = |a: u64| {
+            let mut b = [0u8; 1];
+            live.read_memory(a, &mut b).map(|_| b[0])
+        };
+        Ok(
+            match self
+                .drv
+                .run_to_state(tid, at, &[], TIME_SLICE, &poke, &peek)?
+            {
+                Stop::Reached => None,
+                Stop::SyscallEntry(r) => Some(format!(
+                    "a syscall ({}) first",
+                    call_text(r.orig_rax as u32, &[])
+                )),
+                Stop::Timeout => Some("not reached".into()),
+                Stop::Exited(_) => Some("the process exited".into()),
+                Stop::Signal(s) => Some(format!("signal {s}")),
+                Stop::Other(what) => Some(what.into()),
+            },
+        )
+    }
+
     /// The thread must be at a trapped rdtsc/rdtscp: answer it with the
     /// logged value.
     fn rdtsc(
@@ -803,8 +887,31 @@ impl<'a> Run<'a> {
     /// The recorded siginfo of the next `sig` delivered to recorded `tid`.
     fn take_siginfo(&mut self, tid: u32, sig: u32) -> Option<Vec<u8>> {
         let q = self.siginfos.get_mut(&tid)?;
-        let at = q.iter().position(|(s, _)| *s == sig)?;
-        q.remove(at).map(|(_, b)| b)
+        let at = q.iter().position(|d| d.sig == sig)?;
+        q.remove(at).map(|d| d.info)
+    }
+
+    /// Where the recording delivered `sig` to `tid` in the middle of its
+    /// user code (not at a syscall's return), if it did.
+    fn delivered_in_user_code(&self, tid: u32, sig: u32) -> Option<Vec<u64>> {
+        let d = self.siginfos.get(&tid)?.iter().find(|d| d.sig == sig)?;
+        d.regs.clone().filter(|r| r[15] as i64 == -1)
+    }
+
+    /// `delivered_in_user_code`, unless that is where live thread `live`
+    /// stands (an interrupt right after its last syscall returned): then
+    /// delivering now is delivering there.
+    fn delivery_ahead(
+        &self,
+        tid: u32,
+        live: u32,
+        sig: u32,
+    ) -> Result<Option<Vec<u64>>, ReplayError> {
+        let Some(at) = self.delivered_in_user_code(tid, sig) else {
+            return Ok(None);
+        };
+        let here = self.drv.regs(live)?.rip;
+        Ok((here != at[16]).then_some(at))
     }
 
     fn born_here(&self, tid: u32) -> bool {
@@ -1322,6 +1429,20 @@ impl<'a> Run<'a> {
             if let Some(sigs) = self.final_signals.remove(&t.tid) {
                 // Caught as a handler started: deliver what it took.
                 for sig in sigs {
+                    // Where user code was interrupted, first run there.
+                    if let Some(at) = self.delivery_ahead(t.tid, tid, sig)? {
+                        if let Some(stop) = self.run_to_delivery(tid, &at)? {
+                            if stop != "not reached" {
+                                self.diverge(
+                                    None,
+                                    t.tid,
+                                    format!("signal {sig} delivered at {:#x}", at[16]),
+                                    stop,
+                                );
+                                return Ok(());
+                            }
+                        }
+                    }
                     let info = self.take_siginfo(t.tid, sig);
                     match self
                         .drv
