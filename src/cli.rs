@@ -127,13 +127,14 @@ pub struct RecordArgs {
     pub keep_epochs: Option<u32>,
 
     /// How checkpoints capture memory. `auto`: processes with at least
-    /// 16 MiB resident have their memory write-protected (userfaultfd,
-    /// asynchronous mode) so a checkpoint copies only the pages written since
-    /// the previous one while the target is stopped, instead of forking a
-    /// copy-on-write snapshot (whose page-table copy stops the target about
-    /// 16 ms per GiB resident); smaller ones are forked. `always`: every
-    /// process. `never`: fork every time. Tracking costs about 1.5 µs on the
-    /// first write to each page per epoch.
+    /// 16 MiB resident, and those checkpointed before in their current image
+    /// (a shell running commands), have their memory write-protected
+    /// (userfaultfd, asynchronous mode) so a checkpoint copies only the pages
+    /// written since the previous one while the target is stopped, instead
+    /// of forking a copy-on-write snapshot (whose page-table copy stops the
+    /// target about 16 ms per GiB resident); others are forked. `always`:
+    /// every process. `never`: fork every time. Tracking costs about 1.5 µs
+    /// on the first write to each page per epoch.
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = TrackWritesArg::Auto)]
     pub track_writes: TrackWritesArg,
 
