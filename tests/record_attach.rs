@@ -4,7 +4,6 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -13,14 +12,7 @@ use support::*;
 use tracelog::{EventKind, TraceState};
 
 fn spawn_spinner() -> std::process::Child {
-    let mut child = Command::new(workload("spin"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = spawn_until_line(&mut Command::new(workload("spin")));
     assert_eq!(line.trim(), "ready");
     child
 }

@@ -161,18 +161,11 @@ fn replay_an_attached_process() {
     }
     let _g = serial();
     for track in ["never", "always"] {
-        let mut target = std::process::Command::new(workload("patterns"))
-            .args(["6", "150"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(target.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        let (mut target, _) = spawn_until_line(
+            std::process::Command::new(workload("patterns"))
+                .args(["6", "150"])
+                .stderr(std::process::Stdio::null()),
+        );
         let dir = tempfile::tempdir().unwrap();
         let trace = dir.path().join("trace");
         let pid = target.id().to_string();

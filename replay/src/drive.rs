@@ -486,18 +486,6 @@ impl Driver {
                     if reached(&r)? {
                         return Ok(Stop::Reached);
                     }
-                    if std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some() {
-                        eprintln!(
-                            "uniplay: at {rip:#x}: {:x?} want {:x?} eflags {:#x} want {:#x}",
-                            [
-                                r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8,
-                                r.rax, r.rcx, r.rdx, r.rsi, r.rdi
-                            ],
-                            &target[..15],
-                            r.eflags,
-                            target[18]
-                        );
-                    }
                     // Step over the original instruction, then re-arm.
                     sys::step(tid).map_err(err("PTRACE_SINGLESTEP", tid))?;
                     match self.wait(tid, Duration::from_secs(1))? {

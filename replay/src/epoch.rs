@@ -710,27 +710,11 @@ impl<'a> Run<'a> {
                 // One that interrupted user code goes where it did: run the
                 // thread to that state first (it is right after its last
                 // syscall, unless it was run ahead).
-                if sent.is_empty() && !self.prerun.contains_key(&tid) {
-                    if let Some(at) = self.delivery_ahead(e.tid, tid, sig)? {
-                        match self.run_to_delivery(tid, &at)? {
-                            None => {}
-                            // Too far (a hot loop): delivered where the
-                            // thread is, as if at its next syscall.
-                            Some(stop) if stop == "not reached" => self.out.notes.push(format!(
-                                "signal {sig} delivered short of where it was (event {})",
-                                e.seq
-                            )),
-                            Some(stop) => {
-                                self.diverge(
-                                    Some(e.seq),
-                                    e.tid,
-                                    format!("signal {sig} delivered at {:#x}", at[16]),
-                                    stop,
-                                );
-                                return Ok(false);
-                            }
-                        }
-                    }
+                if sent.is_empty()
+                    && !self.prerun.contains_key(&tid)
+                    && !self.go_to_delivery(Some(e.seq), e.tid, tid, sig)?
+                {
+                    return Ok(false);
                 }
                 self.drv.tgkill(tid, sig as i32)?;
                 sent.push(sig as i32);
@@ -808,31 +792,60 @@ impl<'a> Run<'a> {
         Ok(true)
     }
 
-    /// Runs `tid` to the user-code state where the recording delivered a
-    /// signal. None when there; else what happened instead.
-    fn run_to_delivery(&mut self, tid: u32, at: &[u64]) -> Result<Option<String>, ReplayError> {
+    /// Runs `tid` until it is in the state of recorded registers `regs`
+    /// (and FPU/SSE state `fpregs`, if given): see `Driver::run_to_state`.
+    fn run_to(&self, tid: u32, regs: &[u64], fpregs: &[u8]) -> Result<Stop, ReplayError> {
         let live = &*self.live;
         let poke = |a: u64, d: &[u8]| live.write_memory(a, d);
         let peek = |a: u64| {
             let mut b = [0u8; 1];
             live.read_memory(a, &mut b).map(|_| b[0])
         };
-        Ok(
-            match self
-                .drv
-                .run_to_state(tid, at, &[], TIME_SLICE, &poke, &peek)?
-            {
-                Stop::Reached => None,
-                Stop::SyscallEntry(r) => Some(format!(
-                    "a syscall ({}) first",
-                    call_text(r.orig_rax as u32, &[])
-                )),
-                Stop::Timeout => Some("not reached".into()),
-                Stop::Exited(_) => Some("the process exited".into()),
-                Stop::Signal(s) => Some(format!("signal {s}")),
-                Stop::Other(what) => Some(what.into()),
-            },
-        )
+        self.drv
+            .run_to_state(tid, regs, fpregs, TIME_SLICE, &poke, &peek)
+    }
+
+    /// Before `sig` is made pending for live thread `tid` (recorded `rtid`):
+    /// if the recording delivered it in the middle of user code, runs the
+    /// thread there first. False when the epoch diverged on the way. `seq`:
+    /// the event the signal comes before (None: at the epoch's end).
+    fn go_to_delivery(
+        &mut self,
+        seq: Option<u64>,
+        rtid: u32,
+        tid: u32,
+        sig: u32,
+    ) -> Result<bool, ReplayError> {
+        let Some(at) = self.delivery_ahead(rtid, tid, sig)? else {
+            return Ok(true);
+        };
+        match self.run_to(tid, &at, &[])? {
+            Stop::Reached => {}
+            // Too far (a hot loop): delivered where the thread is, as if
+            // at its next syscall.
+            Stop::Timeout => {
+                if let Some(seq) = seq {
+                    self.out.notes.push(format!(
+                        "signal {sig} delivered short of where it was (event {seq})"
+                    ));
+                }
+            }
+            other => {
+                let actual = match other {
+                    Stop::SyscallEntry(r) => {
+                        format!("a syscall ({}) first", call_text(r.orig_rax as u32, &[]))
+                    }
+                    Stop::Exited(_) => "the process exited".into(),
+                    Stop::Signal(s) => format!("signal {s}"),
+                    Stop::Other(what) => what.into(),
+                    Stop::Reached | Stop::Timeout => unreachable!("handled above"),
+                };
+                let expected = format!("signal {sig} delivered at {:#x}", at[16]);
+                self.diverge(seq, rtid, expected, actual);
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The thread must be at a trapped rdtsc/rdtscp: answer it with the
@@ -1429,19 +1442,8 @@ impl<'a> Run<'a> {
             if let Some(sigs) = self.final_signals.remove(&t.tid) {
                 // Caught as a handler started: deliver what it took.
                 for sig in sigs {
-                    // Where user code was interrupted, first run there.
-                    if let Some(at) = self.delivery_ahead(t.tid, tid, sig)? {
-                        if let Some(stop) = self.run_to_delivery(tid, &at)? {
-                            if stop != "not reached" {
-                                self.diverge(
-                                    None,
-                                    t.tid,
-                                    format!("signal {sig} delivered at {:#x}", at[16]),
-                                    stop,
-                                );
-                                return Ok(());
-                            }
-                        }
+                    if !self.go_to_delivery(None, t.tid, tid, sig)? {
+                        return Ok(());
                     }
                     let info = self.take_siginfo(t.tid, sig);
                     match self
@@ -1482,16 +1484,7 @@ impl<'a> Run<'a> {
                     ),
                 }
             } else {
-                let live = &*self.live;
-                let poke = |a: u64, d: &[u8]| live.write_memory(a, d);
-                let peek = |a: u64| {
-                    let mut b = [0u8; 1];
-                    live.read_memory(a, &mut b).map(|_| b[0])
-                };
-                match self
-                    .drv
-                    .run_to_state(tid, &t.regs, &t.fpregs, TIME_SLICE, &poke, &peek)?
-                {
+                match self.run_to(tid, &t.regs, &t.fpregs)? {
                     Stop::SyscallEntry(r) => self.diverge(
                         None,
                         t.tid,

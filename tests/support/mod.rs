@@ -171,3 +171,16 @@ pub fn assert_complete(r: &Recording) {
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Starts `cmd` (stdout piped) and waits for its first line, which a
+/// target to attach to prints once it is ready.
+pub fn spawn_until_line(cmd: &mut Command) -> (std::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("first line");
+    (child, line)
+}
