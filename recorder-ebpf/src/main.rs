@@ -663,13 +663,18 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         } else {
             segs.n = 0;
         }
-        if segs.n != 0 && !copy_segments(&hdr, segs) {
-            flags |= SC_INCOMPLETE_COPY;
-            count_loss(LOSS_INCOMPLETE_COPY);
+        if segs.n != 0 {
+            if !copy_segments(&hdr, segs) {
+                flags |= SC_INCOMPLETE_COPY;
+                count_loss(LOSS_INCOMPLETE_COPY);
+            }
+            // The record follows its chunks in time. Only read the clock
+            // again when there were chunks: a clock read is a fair share
+            // of this program's cost.
+            // SAFETY: plain helper call.
+            hdr.time_ns = unsafe { bpf_ktime_get_ns() };
         }
     }
-    // SAFETY: plain helper call.
-    hdr.time_ns = unsafe { bpf_ktime_get_ns() };
     let rec = SyscallRec {
         hdr,
         nr,

@@ -463,8 +463,13 @@ impl Driver {
         if reached(&cur)? {
             return Ok(Stop::Reached);
         }
-        let orig = peek(rip)?;
         let deadline = Instant::now() + slice;
+        if sys::hw_breakpoint(tid, Some(rip)).is_ok() {
+            let stop = self.run_to_hw_breakpoint(tid, rip, deadline, &reached);
+            sys::hw_breakpoint(tid, None).map_err(err("clearing a debug register", tid))?;
+            return stop;
+        }
+        let orig = peek(rip)?;
         loop {
             mem(rip, &[0xcc])?;
             sys::sysemu(tid).map_err(err("PTRACE_SYSEMU", tid))?;
@@ -496,6 +501,47 @@ impl Driver {
                             ))
                         }
                         _ => return Ok(Stop::Other("lost the thread while stepping")),
+                    }
+                    if Instant::now() > deadline {
+                        return Ok(Stop::Timeout);
+                    }
+                }
+                WaitStatus::PtraceSyscall(_) => {
+                    return Ok(Stop::SyscallEntry(
+                        sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?,
+                    ))
+                }
+                WaitStatus::StillAlive => return Ok(Stop::Timeout),
+                WaitStatus::Exited(_, code) => return Ok(Stop::Exited((code, 0))),
+                WaitStatus::Signaled(_, sig, _) => return Ok(Stop::Exited((0, sig as u32))),
+                WaitStatus::Stopped(_, sig) => return Ok(Stop::Signal(sig as i32)),
+                _ => return Ok(Stop::Other("an unexpected stop")),
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// The loop of `run_to_state` with an armed hardware breakpoint at
+    /// `rip`: one stop per hit (the int3 way takes two and two pokes).
+    fn run_to_hw_breakpoint(
+        &self,
+        tid: u32,
+        rip: u64,
+        deadline: Instant,
+        reached: &dyn Fn(&Regs) -> Result<bool, ReplayError>,
+    ) -> Result<Stop, ReplayError> {
+        loop {
+            sys::sysemu(tid).map_err(err("PTRACE_SYSEMU", tid))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait(tid, left.max(Duration::from_millis(1)))? {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                    let r = sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?;
+                    if r.rip != rip {
+                        return Ok(Stop::Signal(libc::SIGTRAP));
+                    }
+                    if reached(&r)? {
+                        return Ok(Stop::Reached);
                     }
                     if Instant::now() > deadline {
                         return Ok(Stop::Timeout);

@@ -230,6 +230,26 @@ pub fn set_siginfo(tid: u32, raw: &[u8]) -> io::Result<()> {
     ptrace::setsiginfo(pid(tid), &info).map_err(io)
 }
 
+/// `offsetof(struct user, u_debugreg)` on x86-64 (`sys/user.h`).
+const DEBUGREG_OFFSET: usize = 848;
+
+/// Arms (`Some(addr)`) or disarms (`None`) an execute breakpoint in debug
+/// register 0 of `tid`. When it fires the thread stops with SIGTRAP before
+/// running the instruction at `addr`, and the kernel sets eflags.RF so that
+/// resuming runs that instruction instead of trapping again: no memory
+/// patch and no single step per hit.
+pub fn hw_breakpoint(tid: u32, addr: Option<u64>) -> io::Result<()> {
+    let dr = |i: usize| (DEBUGREG_OFFSET + i * 8) as ptrace::AddressType;
+    // DR7 first, so that DR0 never changes under an armed breakpoint.
+    ptrace::write_user(pid(tid), dr(7), 0).map_err(io)?;
+    if let Some(addr) = addr {
+        ptrace::write_user(pid(tid), dr(0), addr as libc::c_long).map_err(io)?;
+        // L0 enabled; R/W0 = 00 (execute) and LEN0 = 00, as execute needs.
+        ptrace::write_user(pid(tid), dr(7), 1).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// Executes one instruction.
 pub fn step(tid: u32) -> io::Result<()> {
     ptrace::step(pid(tid), None).map_err(io)
