@@ -48,6 +48,30 @@ const PAGE: u64 = 4096;
 const SIGTRAP: i32 = libc::SIGTRAP;
 const PTRACE_EVENT_STOP: i32 = 128;
 
+/// How long a thread caught in user code at a cut may run on to its next
+/// syscall entry while the rest of the target stays stopped. Replay finds
+/// a cut at a syscall entry by running to that syscall; a cut in user code
+/// it must find with a breakpoint that stops each time the instruction
+/// runs (thousands of times inside a loop), or cannot find at all. This
+/// bounds what it adds to the stop: a thread that makes no syscall by then
+/// is cut where it is.
+const SYNC_TO_SYSCALL: Duration = Duration::from_millis(2);
+
+/// Threads of the checkpoint being taken that were caught in user code and
+/// are moving to their next syscall entry ([`SYNC_TO_SYSCALL`]).
+#[derive(Debug, Default)]
+struct CutSync {
+    /// Until when a thread caught in user code may run on.
+    until: Option<Instant>,
+    /// Running on (value: interrupted again because time ran out).
+    running: HashMap<u32, bool>,
+    /// At their syscall entry, backing out of it: the entry registers.
+    backing_out: HashMap<u32, Regs>,
+    /// Caught as a signal handler starts: left there (replay delivers the
+    /// signal and stops at the handler's entry).
+    delivered: HashSet<u32>,
+}
+
 /// When checkpoints are taken.
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
@@ -333,6 +357,7 @@ struct State {
     /// copy would cost as much as the copy.
     arena: Vec<u8>,
     arena_used: usize,
+    sync: CutSync,
 }
 
 impl State {
@@ -363,6 +388,7 @@ impl State {
             fresh_execs: Vec::new(),
             arena: Vec::new(),
             arena_used: 0,
+            sync: CutSync::default(),
         }
     }
 
@@ -465,6 +491,9 @@ impl State {
                     PTRACE_EVENT_STOP => {
                         let s = sig as i32;
                         if s == SIGTRAP {
+                            // A back-out left over from an abandoned
+                            // checkpoint: finish it, so the syscall restarts.
+                            self.finish_back_out(tid);
                             let _ = pt::cont(tid, None);
                         } else {
                             // Group-stop: stay stopped, as without us.
@@ -667,6 +696,7 @@ impl State {
                 Err(_) => break,
             }
             pending.retain(|t| self.tracees.contains_key(t) && self.tracees[t].stop.is_none());
+            self.sync_deadline();
             if !swept && start.elapsed() > Duration::from_millis(20) {
                 // Threads reaped without a notification to us (e.g. the
                 // other threads of a process that exec'd) are gone.
@@ -749,7 +779,12 @@ impl State {
                 }
                 self.ensure_known(tid);
                 let stop = match event {
-                    PTRACE_EVENT_STOP if sig as i32 == SIGTRAP => Stop::Interrupt,
+                    PTRACE_EVENT_STOP if sig as i32 == SIGTRAP => {
+                        if !self.finish_back_out(tid) && self.run_to_syscall(tid) {
+                            return vec![];
+                        }
+                        Stop::Interrupt
+                    }
                     PTRACE_EVENT_STOP => Stop::Group,
                     libc::PTRACE_EVENT_FORK
                     | libc::PTRACE_EVENT_VFORK
@@ -802,6 +837,8 @@ impl State {
                 let deliver = !(sig == libc::SIGSEGV && self.answer_rdtsc(tid));
                 if deliver {
                     self.report_siginfo(tid, sig);
+                    self.sync.running.remove(&tid);
+                    self.sync.delivered.insert(tid);
                 }
                 let _ = pt::interrupt(tid);
                 let _ = pt::cont(tid, deliver.then_some(sig));
@@ -809,12 +846,94 @@ impl State {
             }
             WaitStatus::PtraceSyscall(p) => {
                 let tid = p.as_raw() as u32;
+                if self.sync.running.remove(&tid).is_some() && self.back_out(tid) {
+                    return vec![];
+                }
                 if let Some(t) = self.tracees.get_mut(&tid) {
                     t.stop = Some(Stop::Event);
                 }
                 vec![tid]
             }
             _ => vec![],
+        }
+    }
+
+    /// At a thread's interrupt-stop during a checkpoint: if it was caught
+    /// in user code and there is time, lets it run on to its next syscall
+    /// entry ([`SYNC_TO_SYSCALL`]). True if it is running again.
+    fn run_to_syscall(&mut self, tid: u32) -> bool {
+        if self.sync.until.is_none_or(|d| Instant::now() >= d) || self.sync.delivered.contains(&tid)
+        {
+            return false;
+        }
+        // orig_rax -1: not inside (or just out of) a syscall.
+        if !pt::getregs(tid).is_ok_and(|r| r.orig_rax == u64::MAX) {
+            return false;
+        }
+        // Skipping a syscall (-1) under a seccomp filter can kill: a filter
+        // that allows a list of calls rejects -1.
+        if sys::seccomp_mode(tid) != Some(0) {
+            return false;
+        }
+        if pt::to_syscall(tid).is_err() {
+            return false;
+        }
+        self.sync.running.insert(tid, false);
+        true
+    }
+
+    /// At the syscall entry a thread ran on to: turns it into a thread
+    /// interrupted in that syscall, which the kernel restarts when resumed
+    /// (the checkpoint's cut). The entry is skipped (`orig_rax = -1`, not
+    /// recorded) with the registers set to run the `syscall` instruction
+    /// again, and the thread stops on its way out (`finish_back_out`).
+    /// Should the recorder die meanwhile, the thread just makes its call.
+    fn back_out(&mut self, tid: u32) -> bool {
+        let Ok(entry) = pt::getregs(tid) else {
+            return false;
+        };
+        let mut r = entry;
+        r.orig_rax = u64::MAX;
+        r.rax = entry.orig_rax;
+        r.rip -= 2;
+        self.pause(tid, true);
+        if pt::setregs(tid, r).is_err() || pt::interrupt(tid).is_err() {
+            self.pause(tid, false);
+            let _ = pt::setregs(tid, entry);
+            return false;
+        }
+        if pt::cont(tid, None).is_err() {
+            self.pause(tid, false);
+            return false;
+        }
+        self.sync.backing_out.insert(tid, entry);
+        true
+    }
+
+    /// At the interrupt-stop ending a back-out: the syscall entry's
+    /// registers with `rax = -ERESTARTNOINTR`, as after a signal. False if
+    /// the thread was not backing out.
+    fn finish_back_out(&mut self, tid: u32) -> bool {
+        const ERESTARTNOINTR: i64 = -513;
+        let Some(mut r) = self.sync.backing_out.remove(&tid) else {
+            return false;
+        };
+        r.rax = ERESTARTNOINTR as u64;
+        let _ = pt::setregs(tid, r);
+        self.pause(tid, false);
+        true
+    }
+
+    /// During a checkpoint's wait: threads still running on to a syscall
+    /// when time is up are interrupted where they are.
+    fn sync_deadline(&mut self) {
+        if self.sync.until.is_some_and(|d| Instant::now() >= d) {
+            for (&tid, late) in self.sync.running.iter_mut() {
+                if !*late {
+                    *late = true;
+                    let _ = pt::interrupt(tid);
+                }
+            }
         }
     }
 
@@ -1014,6 +1133,10 @@ impl State {
     fn checkpoint(&mut self, reason: &str) {
         self.precopy();
         let t0 = Instant::now();
+        self.sync = CutSync {
+            until: Some(t0 + SYNC_TO_SYSCALL),
+            ..CutSync::default()
+        };
         let all: Vec<u32> = self.tracees.keys().copied().collect();
         for &tid in &all {
             if self.tracees[&tid].stop.is_none() {
@@ -1030,6 +1153,9 @@ impl State {
             .collect();
         newborn.retain(|t| !late.contains(t));
         let late2 = self.wait_stopped(&newborn, Duration::from_millis(200));
+        // Threads still on their way (an abandoned checkpoint) just run on.
+        self.sync.until = None;
+        self.sync.running.clear();
         if !late.is_empty() || !late2.is_empty() {
             let states: Vec<String> = late
                 .iter()

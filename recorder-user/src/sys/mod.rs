@@ -181,6 +181,11 @@ pub fn task_state(tid: u32) -> Option<String> {
     status_field(tid, "State")
 }
 
+/// The thread's seccomp mode (0: none, 1: strict, 2: filter).
+pub fn seccomp_mode(tid: u32) -> Option<u32> {
+    status_field(tid, "Seccomp")?.parse().ok()
+}
+
 pub fn tgid_of(tid: u32) -> Option<u32> {
     status_field(tid, "Tgid")?.parse().ok()
 }
