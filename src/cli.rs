@@ -114,7 +114,7 @@ pub struct RecordArgs {
     /// Epoch length: every DURATION the whole tree is stopped for a moment
     /// and checkpointed (e.g. 100ms, 1s); every exec is checkpointed too.
     /// Replay starts from checkpoints.
-    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_epoch)]
     pub epoch: std::time::Duration,
 
     /// Also cut an epoch after N recorded events.
@@ -138,10 +138,19 @@ pub struct RecordArgs {
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = TrackWritesArg::Auto)]
     pub track_writes: TrackWritesArg,
 
+    /// How long a thread caught running its own code at a checkpoint may run
+    /// on to its next syscall, to be cut at that syscall's entry (the rest
+    /// of the target stays stopped meanwhile). Replay finds such a cut by
+    /// running to the syscall; a cut in the middle of a loop it must find
+    /// with a breakpoint hit on every iteration, or may not find at all.
+    /// `0`: cut every thread where it is caught (the shortest stop).
+    #[arg(long, value_name = "DURATION", default_value = "2ms", value_parser = parse_cut_wait)]
+    pub cut_at_syscall: std::time::Duration,
+
     /// Record with eBPF only: no ptrace supervision, no checkpoints, no vDSO
     /// patching (time reads through the vDSO are then not recorded). For a
     /// target that is already being traced, or when checkpoints are not needed.
-    #[arg(long, conflicts_with_all = ["epoch_events", "keep_epochs", "track_writes"])]
+    #[arg(long, conflicts_with_all = ["epoch_events", "keep_epochs", "track_writes", "cut_at_syscall"])]
     pub no_checkpoints: bool,
 
     /// The command to launch and record, after `--`.
@@ -247,10 +256,30 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" | "min" => n * 60.0,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (use us, ms, s, m)")),
     };
-    if !(0.001..=86400.0).contains(&secs) {
-        return Err(format!("{s}: an epoch must be between 1ms and 24h"));
+    if !(0.0..=86400.0).contains(&secs) {
+        return Err(format!("{s}: a duration must be between 0 and 24h"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// `--epoch`: a duration from 1ms to 24h.
+pub fn parse_epoch(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_millis(1) {
+        return Err(format!("{s}: an epoch must be between 1ms and 24h"));
+    }
+    Ok(d)
+}
+
+/// `--cut-at-syscall`: 0 to 1s (the target stays stopped that long).
+pub fn parse_cut_wait(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d > std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{s}: at most 1s (the rest of the target is stopped meanwhile)"
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses `4096`, `64K`, `16M`, `1G` into a power-of-two byte count of at
@@ -294,7 +323,9 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("0ms").is_err());
+        assert!(parse_epoch("0ms").is_err());
+        assert_eq!(parse_cut_wait("0"), Ok(Duration::ZERO));
+        assert!(parse_cut_wait("2s").is_err());
         assert!(parse_duration("3 parsecs").is_err());
     }
 

@@ -94,6 +94,7 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
                 TrackWritesArg::Always => TrackWrites::Always,
                 TrackWritesArg::Never => TrackWrites::Never,
             },
+            cut_at_syscall: args.cut_at_syscall,
         }),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -82,7 +82,42 @@ fn replay_single_threaded_workloads() {
     record_and_verify("250ms", &[workload("vdsotime").to_str().unwrap()]);
     // Cut inside loops whose iterations differ only in flags and SSE
     // registers: the breakpoint must find the iteration the cut caught.
-    record_and_verify("30ms", &[workload("fploop").to_str().unwrap(), "40000"]);
+    let fploop = workload("fploop");
+    let fploop = [fploop.to_str().unwrap(), "40000"];
+    record_and_verify_with(&["--cut-at-syscall", "0"], "30ms", &fploop);
+    // Hash rounds between syscalls: cut where caught, threads are found in
+    // user code (by breakpoint); by default they run on to their next
+    // syscall and are cut at its entry (stored as interrupted in it and
+    // restarted on resume), where replay finds them without one.
+    let hashes = workload("bench_replay");
+    let hashes = [hashes.to_str().unwrap(), "4000", "8700"];
+    let r = record_and_verify_with(&["--cut-at-syscall", "0"], "10ms", &hashes);
+    assert!(cut_places(&r).0 > 0, "no cut in user code to find");
+    let r = record_and_verify("10ms", &hashes);
+    let (user, entry) = cut_places(&r);
+    assert!(
+        user == 0 && entry > 0,
+        "{user} threads cut in user code, {entry} at a syscall entry"
+    );
+}
+
+/// Threads of later checkpoints caught outside any syscall, and caught at
+/// a syscall's entry (interrupted with -ERESTARTNOINTR).
+fn cut_places(r: &Recording) -> (usize, usize) {
+    let t = r.open();
+    let threads: Vec<_> = t
+        .checkpoints()
+        .iter()
+        .skip(1)
+        .flat_map(|i| t.checkpoint(i.epoch).unwrap().processes)
+        .flat_map(|p| p.threads)
+        .collect();
+    let user = threads.iter().filter(|th| th.syscall.is_none()).count();
+    let entry = threads
+        .iter()
+        .filter(|th| th.syscall.is_some() && th.regs[10] as i64 == -513)
+        .count();
+    (user, entry)
 }
 
 #[test]

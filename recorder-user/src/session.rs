@@ -49,6 +49,8 @@ pub struct CheckpointOptions {
     pub keep_epochs: Option<u32>,
     /// Which processes get write tracking (see the `dirty` module).
     pub track_writes: crate::dirty::TrackWrites,
+    /// How long a thread caught in its own code may run on to a syscall.
+    pub cut_at_syscall: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +145,7 @@ async fn record_inner(
                 epoch: Some(c.epoch),
                 launch_root: launch.then_some(root),
                 track_writes: c.track_writes,
+                cut_at_syscall: c.cut_at_syscall,
             },
             probe.filter(),
         )

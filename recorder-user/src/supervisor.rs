@@ -48,17 +48,9 @@ const PAGE: u64 = 4096;
 const SIGTRAP: i32 = libc::SIGTRAP;
 const PTRACE_EVENT_STOP: i32 = 128;
 
-/// How long a thread caught in user code at a cut may run on to its next
-/// syscall entry while the rest of the target stays stopped. Replay finds
-/// a cut at a syscall entry by running to that syscall; a cut in user code
-/// it must find with a breakpoint that stops each time the instruction
-/// runs (thousands of times inside a loop), or cannot find at all. This
-/// bounds what it adds to the stop: a thread that makes no syscall by then
-/// is cut where it is.
-const SYNC_TO_SYSCALL: Duration = Duration::from_millis(2);
-
 /// Threads of the checkpoint being taken that were caught in user code and
-/// are moving to their next syscall entry ([`SYNC_TO_SYSCALL`]).
+/// are moving to their next syscall entry
+/// ([`SupervisorOptions::cut_at_syscall`]).
 #[derive(Debug, Default)]
 struct CutSync {
     /// Until when a thread caught in user code may run on.
@@ -83,6 +75,14 @@ pub struct SupervisorOptions {
     pub launch_root: Option<u32>,
     /// Which processes get write tracking instead of a fork per checkpoint.
     pub track_writes: TrackWrites,
+    /// How long a thread caught in user code at a cut may run on to its
+    /// next syscall entry while the rest of the target stays stopped.
+    /// Replay finds a cut at a syscall entry by running to that syscall; a
+    /// cut in user code it must find with a breakpoint that stops each time
+    /// the instruction runs (thousands of times inside a loop), or cannot
+    /// find at all. This bounds what it adds to the stop: a thread that
+    /// makes no syscall by then is cut where it is. Zero: never.
+    pub cut_at_syscall: Duration,
 }
 
 /// From the session to the supervisor.
@@ -860,7 +860,8 @@ impl State {
 
     /// At a thread's interrupt-stop during a checkpoint: if it was caught
     /// in user code and there is time, lets it run on to its next syscall
-    /// entry ([`SYNC_TO_SYSCALL`]). True if it is running again.
+    /// entry ([`SupervisorOptions::cut_at_syscall`]). True if it is running
+    /// again.
     fn run_to_syscall(&mut self, tid: u32) -> bool {
         if self.sync.until.is_none_or(|d| Instant::now() >= d) || self.sync.delivered.contains(&tid)
         {
@@ -1134,7 +1135,7 @@ impl State {
         self.precopy();
         let t0 = Instant::now();
         self.sync = CutSync {
-            until: Some(t0 + SYNC_TO_SYSCALL),
+            until: (!self.opts.cut_at_syscall.is_zero()).then(|| t0 + self.opts.cut_at_syscall),
             ..CutSync::default()
         };
         let all: Vec<u32> = self.tracees.keys().copied().collect();
