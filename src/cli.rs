@@ -144,7 +144,7 @@ pub struct RecordArgs {
     /// running to the syscall; a cut in the middle of a loop it must find
     /// with a breakpoint hit on every iteration, or may not find at all.
     /// `0`: cut every thread where it is caught (the shortest stop).
-    #[arg(long, value_name = "DURATION", default_value = "2ms", value_parser = parse_cut_wait)]
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_cut_wait)]
     pub cut_at_syscall: std::time::Duration,
 
     /// Record with eBPF only: no ptrace supervision, no checkpoints, no vDSO

@@ -2033,9 +2033,15 @@ fn copy_ranges(
     arena: &mut Vec<u8>,
     used: &mut usize,
 ) -> Vec<(u64, usize, usize)> {
-    let total = dirty::bytes(ranges) as usize;
-    if arena.len() < *used + total {
-        arena.resize(*used + total, 0);
+    let needed = *used + dirty::bytes(ranges) as usize;
+    if arena.len() < needed {
+        // Room to spare: the copy at a cut follows a pre-copy into the same
+        // arena, and growing a full vector moves it (5 ms for 10 MiB) while
+        // the target is stopped.
+        if arena.capacity() < needed {
+            arena.reserve(needed + needed / 2 - arena.len());
+        }
+        arena.resize(needed, 0);
     }
     let mut out = Vec::new();
     for &(s, e) in ranges {
