@@ -1,5 +1,6 @@
 //! Loss accounting: a tiny ring and a burst must lose events, and the trace
-//! and the exit status must say so.
+//! and the exit status must say so; a reader faster than the daemon is held
+//! while it drains instead.
 
 mod support;
 
@@ -41,4 +42,35 @@ fn record_loss_is_counted_and_fails_the_run() {
     );
     assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
     assert!(r.open().meta().losses.ring_full > 0);
+}
+
+/// `wc -l` reads a big file from the page cache faster than the daemon can
+/// store it: every byte is still recorded, because the supervisor holds the
+/// target while the daemon drains rings that fill past a quarter.
+#[test]
+fn record_loss_none_for_a_fast_reader() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.txt");
+    let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+    let lines = (256 << 20) / line.len();
+    std::fs::write(&file, line.repeat(lines)).unwrap();
+    let r = record(&[], &["wc", "-l", file.to_str().unwrap()]);
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    assert!(r.stdout().starts_with(&lines.to_string()), "{}", r.stdout());
+    let t = r.open();
+    assert_eq!(t.meta().losses.ring_full, 0);
+    assert_eq!(t.meta().losses.incomplete_copies, 0);
+    let read: u64 = syscalls(&r.events(), "read")
+        .iter()
+        .filter(|(_, s)| s.ret > 0)
+        .map(|(_, s)| s.ret as u64)
+        .sum();
+    assert!(
+        read >= (lines * line.len()) as u64,
+        "{read} bytes read recorded"
+    );
 }

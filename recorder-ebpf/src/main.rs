@@ -57,6 +57,12 @@ static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
 #[map]
 static SCRATCH: PerCpuArray<ChunkRec> = PerCpuArray::with_max_entries(1, 0);
 
+/// `THROTTLE_REQUESTED` when a data ring filled past a quarter: the daemon then
+/// has the supervisor hold the target while it drains, instead of losing
+/// what does not fit.
+#[map]
+static THROTTLE: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Output segments of the syscall being recorded on this CPU.
 const MAX_SEGS: usize = 16;
 #[repr(C)]
@@ -118,22 +124,57 @@ fn count_loss(which: u32) {
 /// the target more than the record itself, and the daemon drains the data
 /// rings on a short timer anyway. Lifecycle records do wake it.
 const DATA_FLAGS: u64 = 1;
+/// BPF_RB_FORCE_WAKEUP.
+const WAKE_FLAGS: u64 = 2;
+/// bpf_ringbuf_query: BPF_RB_AVAIL_DATA and BPF_RB_RING_SIZE.
+const RB_AVAIL_DATA: u64 = 0;
+const RB_RING_SIZE: u64 = 1;
 
 /// Writes `len` bytes at `ptr` into this CPU's data ring.
 #[inline(always)]
 fn data_out(cpu: u32, ptr: *const u8, len: usize) -> bool {
+    data_out_flags(cpu, ptr, len, DATA_FLAGS)
+}
+
+/// This CPU's data ring.
+#[inline(always)]
+fn data_ring(cpu: u32) -> &'static RingBuf {
+    match cpu & (DATA_RINGS - 1) {
+        0 => &DATA0,
+        1 => &DATA1,
+        2 => &DATA2,
+        3 => &DATA3,
+        4 => &DATA4,
+        5 => &DATA5,
+        6 => &DATA6,
+        _ => &DATA7,
+    }
+}
+
+/// After a syscall's output was copied: when this CPU's ring is more than
+/// a quarter full, asks the daemon to hold the target while it drains, and
+/// returns the flags that wake it at once.
+#[inline(always)]
+fn throttle_flags(cpu: u32) -> u64 {
+    let ring = data_ring(cpu);
+    // A quarter: the rest absorbs what the target writes before the daemon,
+    // woken now, gets a CPU and the target is stopped.
+    if ring.query(RB_AVAIL_DATA) * 4 < ring.query(RB_RING_SIZE) {
+        return DATA_FLAGS;
+    }
+    if let Some(p) = THROTTLE.get_ptr_mut(0) {
+        // SAFETY: a plain store into the map value; racing CPUs store the
+        // same value.
+        unsafe { *p = THROTTLE_REQUESTED };
+    }
+    WAKE_FLAGS
+}
+
+#[inline(always)]
+fn data_out_flags(cpu: u32, ptr: *const u8, len: usize, flags: u64) -> bool {
     // SAFETY: callers pass a pointer to `len` readable bytes.
     let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
-    let r = match cpu & (DATA_RINGS - 1) {
-        0 => DATA0.output::<[u8]>(bytes, DATA_FLAGS),
-        1 => DATA1.output::<[u8]>(bytes, DATA_FLAGS),
-        2 => DATA2.output::<[u8]>(bytes, DATA_FLAGS),
-        3 => DATA3.output::<[u8]>(bytes, DATA_FLAGS),
-        4 => DATA4.output::<[u8]>(bytes, DATA_FLAGS),
-        5 => DATA5.output::<[u8]>(bytes, DATA_FLAGS),
-        6 => DATA6.output::<[u8]>(bytes, DATA_FLAGS),
-        _ => DATA7.output::<[u8]>(bytes, DATA_FLAGS),
-    };
+    let r = data_ring(cpu).output::<[u8]>(bytes, flags);
     if r.is_err() {
         count_loss(LOSS_RING_FULL);
         return false;
@@ -163,8 +204,14 @@ fn header(kind: u32, pid_tgid: u64) -> RecHeader {
 
 #[inline(always)]
 fn is_target(tid: u32) -> bool {
+    target(tid).is_some()
+}
+
+/// The thread's `TIDS` value, if it is a target thread not paused.
+#[inline(always)]
+fn target(tid: u32) -> Option<u32> {
     // SAFETY: the value is copied out at once.
-    unsafe { TIDS.get(&tid).is_some_and(|v| v & TID_PAUSED == 0) }
+    unsafe { TIDS.get(&tid).copied() }.filter(|v| v & TID_PAUSED == 0)
 }
 
 #[inline(always)]
@@ -595,12 +642,18 @@ fn copy_cstr(segs: &mut Segs, scratch: &mut ChunkRec, s: &Seg) {
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    if !is_target(tid) {
+    let Some(flags_in) = target(tid) else {
+        return 0;
+    };
+    let ret: i64 = ctx.arg(1);
+    if flags_in & TID_HELD != 0 && (-516..=-512).contains(&ret) {
+        // Cut short by the hold (see TID_HELD): the restart is recorded,
+        // with the entry kept for it.
         return 0;
     }
-    let ret: i64 = ctx.arg(1);
     let mut hdr = header(REC_SYSCALL, pid_tgid);
     let mut flags = 0u32;
+    let mut out_flags = DATA_FLAGS;
     let slot = ENTER.get_ptr_mut(&tid);
     // SAFETY: the slot is this thread's own, copied out at once.
     let entered = slot.map(|p| unsafe { *p }).filter(|e| e.time_ns != 0);
@@ -673,6 +726,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             // of this program's cost.
             // SAFETY: plain helper call.
             hdr.time_ns = unsafe { bpf_ktime_get_ns() };
+            out_flags = throttle_flags(hdr.cpu);
         }
     }
     let rec = SyscallRec {
@@ -683,10 +737,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         ret,
         args,
     };
-    data_out(
+    data_out_flags(
         hdr.cpu,
         &rec as *const SyscallRec as *const u8,
         core::mem::size_of::<SyscallRec>(),
+        out_flags,
     );
     0
 }
@@ -865,7 +920,10 @@ pub fn signal_generate(ctx: TracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let target: u32 = read_field::<i32>(&ctx, cfg.sig_gen_pid).unwrap_or(0) as u32;
     // SAFETY: copied out at once.
-    let Some(tgid) = (unsafe { TIDS.get(&target).copied() }).filter(|v| v & TID_PAUSED == 0) else {
+    let Some(tgid) = (unsafe { TIDS.get(&target).copied() })
+        .filter(|v| v & TID_PAUSED == 0)
+        .map(|v| v & TID_TGID_MASK)
+    else {
         return 0;
     };
     let mut hdr = header(REC_SIGNAL, bpf_get_current_pid_tgid());

@@ -9,7 +9,7 @@ use aya::{
 };
 use recorder_common::{
     spec, Config, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL,
-    TABLE_SIZE, TID_PAUSED,
+    TABLE_SIZE, THROTTLE_REQUESTED, TID_HELD, TID_PAUSED,
 };
 
 use crate::{sys, tracefs::TRACEPOINTS, RecordError};
@@ -74,12 +74,22 @@ impl Filter {
     /// Stops (or resumes) recording a thread's events while the supervisor
     /// runs a syscall of its own in it. Unknown threads are left alone.
     pub fn pause(&mut self, tid: u32, paused: bool) {
+        self.set_flag(tid, TID_PAUSED, paused);
+    }
+
+    /// Marks a thread held (or no longer) while the supervisor stops the
+    /// target for the daemon to drain: a syscall the stop cuts short is
+    /// not recorded (its restart is).
+    pub fn hold(&mut self, tid: u32, held: bool) {
+        self.set_flag(tid, TID_HELD, held);
+    }
+
+    /// Read-modify-write of a thread's value: only its own thread's
+    /// programs and the fork of a new tid write `TIDS`, and the callers
+    /// hold the thread stopped or about to be.
+    fn set_flag(&mut self, tid: u32, flag: u32, on: bool) {
         if let Ok(v) = self.tids.get(&tid, 0) {
-            let v = if paused {
-                v | TID_PAUSED
-            } else {
-                v & !TID_PAUSED
-            };
+            let v = if on { v | flag } else { v & !flag };
             let _ = self.tids.insert(tid, v, 0);
         }
     }
@@ -99,6 +109,7 @@ pub struct Probe {
     ebpf: Ebpf,
     filter: SharedFilter,
     loss: PerCpuArray<MapData, u64>,
+    throttle: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for Probe {
@@ -185,8 +196,18 @@ impl Probe {
             .map_err(map_err("TIDS"))?;
         let loss = PerCpuArray::try_from(ebpf.take_map("LOSS").ok_or_else(|| missing_map("LOSS"))?)
             .map_err(map_err("LOSS"))?;
+        let throttle = Array::try_from(
+            ebpf.take_map("THROTTLE")
+                .ok_or_else(|| missing_map("THROTTLE"))?,
+        )
+        .map_err(map_err("THROTTLE"))?;
         let filter = std::sync::Arc::new(std::sync::Mutex::new(Filter { tids }));
-        Ok(Probe { ebpf, filter, loss })
+        Ok(Probe {
+            ebpf,
+            filter,
+            loss,
+            throttle,
+        })
     }
 
     /// The in-kernel target filter.
@@ -268,6 +289,17 @@ impl Probe {
             rings.push(RingBuf::try_from(map).map_err(map_err(name))?);
         }
         Ok(rings)
+    }
+
+    /// A data ring filled past a quarter since the last `clear_throttle`.
+    pub fn throttle_requested(&self) -> bool {
+        self.throttle
+            .get(&0, 0)
+            .is_ok_and(|v| v == THROTTLE_REQUESTED)
+    }
+
+    pub fn clear_throttle(&mut self) {
+        let _ = self.throttle.set(0, 0, 0);
     }
 
     /// Loss counters per CPU.

@@ -262,7 +262,32 @@ async fn record_inner(
                 sup.request_checkpoint();
             }
         }
-        drain(&mut rings, &mut state, &mut writer, sys::monotonic_ns())?;
+        // A ring filled past a quarter: hold the target while draining rather
+        // than lose what would not fit (without a supervisor, nothing holds
+        // it: --no-checkpoints can lose events). Checked during the drain
+        // too: a target as fast as the drain keeps it going indefinitely.
+        let mut held = false;
+        let mut hold_if_full = || {
+            if !held && probe.throttle_requested() {
+                held = supervisor.as_ref().is_some_and(|s| s.hold());
+            }
+        };
+        hold_if_full();
+        drain(
+            &mut rings,
+            &mut state,
+            &mut writer,
+            sys::monotonic_ns(),
+            &mut hold_if_full,
+        )?;
+        if probe.throttle_requested() {
+            probe.clear_throttle();
+        }
+        if held {
+            if let Some(sup) = &supervisor {
+                sup.release();
+            }
+        }
         state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
         writer.tick()?;
         status.update(&writer, &probe);
@@ -325,7 +350,7 @@ async fn record_inner(
         }
     }
     probe.clear_targets();
-    drain(&mut rings, &mut state, &mut writer, u64::MAX)?;
+    drain(&mut rings, &mut state, &mut writer, u64::MAX, &mut || {})?;
     state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
     if launch && child_status.is_none() {
         child_status = sys::try_wait(root).ok().flatten();
@@ -690,17 +715,26 @@ fn is_fatal_by_default(sig: u32) -> bool {
 }
 
 /// Drains every ring (lifecycle first), orders, and writes what is ready.
+/// Drains every ring, calling `check` now and then (every
+/// `CHECK_EVERY` records).
 fn drain(
     rings: &mut [RingBuf<MapData>],
     st: &mut State,
     writer: &mut TraceWriter,
     now: u64,
+    check: &mut dyn FnMut(),
 ) -> Result<(), RecordError> {
+    const CHECK_EVERY: u32 = 256;
+    let mut n = 0u32;
     for (i, ring) in rings.iter_mut().enumerate() {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(rec) => st.assembler.feed(rec, &mut st.batch),
                 Err(_) => st.assembler.malformed += 1,
+            }
+            n = n.wrapping_add(1);
+            if n % CHECK_EVERY == 0 {
+                check();
             }
         }
         for e in st.batch.drain(..) {
@@ -721,8 +755,13 @@ fn drain(
             e.epoch = st.epoch;
             st.since_cut += 1;
             if result.is_ok() {
+                // A push can wait for the compressor.
                 result = writer.push(e);
             }
+        }
+        n = n.wrapping_add(1);
+        if n % CHECK_EVERY == 0 {
+            check();
         }
     });
     st.orderer = orderer;

@@ -45,6 +45,12 @@ use crate::{
 };
 
 const PAGE: u64 = 4096;
+
+/// How long a hold (the daemon draining full rings) waits for every thread
+/// to stop, and how long it may keep the target stopped: the daemon drains
+/// a ring (16 MiB by default) in tens of milliseconds.
+const HOLD_STOP_TIMEOUT: Duration = Duration::from_millis(200);
+const HOLD_MAX: Duration = Duration::from_secs(2);
 const SIGTRAP: i32 = libc::SIGTRAP;
 const PTRACE_EVENT_STOP: i32 = 128;
 
@@ -95,6 +101,13 @@ pub enum Command {
     },
     /// Take a checkpoint now (e.g. `--epoch-events` reached).
     Checkpoint,
+    /// Stop every thread of the target until `Release` (the daemon drains
+    /// rings that filled faster than it could keep up); the reply says
+    /// whether the target is held.
+    Hold {
+        reply: Sender<bool>,
+    },
+    Release,
     /// From the waiter thread: a tracee or child has an event to wait for.
     Ready,
     /// Stop supervising; detach from whatever still runs.
@@ -165,6 +178,16 @@ impl Supervisor {
             .send(Command::Seize { threads, reply })
             .map_err(|_| "supervisor gone".to_string())?;
         rx.recv().map_err(|_| "supervisor gone".to_string())?
+    }
+
+    /// Holds the target stopped (see `Command::Hold`); true once it is.
+    pub fn hold(&self) -> bool {
+        let (reply, rx) = mpsc::channel();
+        self.commands.send(Command::Hold { reply }).is_ok() && rx.recv().unwrap_or(false)
+    }
+
+    pub fn release(&self) {
+        let _ = self.commands.send(Command::Release);
     }
 
     pub fn request_checkpoint(&self) {
@@ -418,6 +441,14 @@ impl State {
                     }
                 }
                 Ok(Command::Checkpoint) => self.checkpoint("events"),
+                Ok(Command::Hold { reply }) => {
+                    let held = self.hold();
+                    let _ = reply.send(held);
+                    if held && !self.held(&commands, &mut ready) {
+                        break;
+                    }
+                }
+                Ok(Command::Release) => {}
                 Ok(Command::Ready) => ready = true,
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -440,6 +471,64 @@ impl State {
         }
         self.detach_all();
         self.finisher.wait();
+    }
+
+    /// Stops every thread for the daemon to drain the rings, marking them
+    /// held so that the syscalls this cuts short are not recorded (the
+    /// kernel restarts them). False, and running again, if some thread
+    /// would not stop.
+    fn hold(&mut self) -> bool {
+        let all: Vec<u32> = self.tracees.keys().copied().collect();
+        for &tid in &all {
+            self.set_held(tid, true);
+        }
+        for &tid in &all {
+            if self.tracees[&tid].stop.is_none() {
+                let _ = pt::interrupt(tid);
+            }
+        }
+        if self.wait_stopped(&all, HOLD_STOP_TIMEOUT).is_empty() {
+            return true;
+        }
+        self.release();
+        false
+    }
+
+    /// While held: waits for `Release` (or at most `HOLD_MAX`), then
+    /// resumes the target. False if told to stop meanwhile.
+    fn held(&mut self, commands: &Receiver<Command>, ready: &mut bool) -> bool {
+        let deadline = Instant::now() + HOLD_MAX;
+        let go_on = loop {
+            match commands.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Command::Release) | Err(RecvTimeoutError::Timeout) => break true,
+                Ok(Command::Ready) => *ready = true,
+                Ok(Command::Hold { reply }) => {
+                    let _ = reply.send(true);
+                }
+                Ok(Command::Seize { reply, .. }) => {
+                    let _ = reply.send(Err("the recorder is busy".into()));
+                }
+                Ok(Command::Checkpoint) => {}
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break false,
+            }
+        };
+        self.release();
+        go_on
+    }
+
+    fn release(&mut self) {
+        let all: Vec<u32> = self.tracees.keys().copied().collect();
+        for &tid in &all {
+            self.set_held(tid, false);
+        }
+        self.resume_all();
+    }
+
+    fn set_held(&self, tid: u32, held: bool) {
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hold(tid, held);
     }
 
     fn seize_all(&mut self, threads: &[(u32, u32)]) -> Result<(), String> {

@@ -79,6 +79,14 @@ pub fn raise_memlock() {
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
 }
 
+/// Raises the calling thread's scheduling priority (nice -10; threads it
+/// creates inherit it), so the recorder's threads get a CPU soon after a
+/// busy target fills its rings. Best effort.
+pub fn raise_priority() {
+    // SAFETY: plain syscall; `who` 0 is the calling thread.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+}
+
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
