@@ -733,7 +733,7 @@ fn drain(
                 Err(_) => st.assembler.malformed += 1,
             }
             n = n.wrapping_add(1);
-            if n % CHECK_EVERY == 0 {
+            if n.is_multiple_of(CHECK_EVERY) {
                 check();
             }
         }
@@ -760,7 +760,7 @@ fn drain(
             }
         }
         n = n.wrapping_add(1);
-        if n % CHECK_EVERY == 0 {
+        if n.is_multiple_of(CHECK_EVERY) {
             check();
         }
     });
