@@ -45,14 +45,14 @@ use crate::{
 };
 
 const PAGE: u64 = 4096;
+const SIGTRAP: i32 = libc::SIGTRAP;
+const PTRACE_EVENT_STOP: i32 = 128;
 
 /// How long a hold (the daemon draining full rings) waits for every thread
 /// to stop, and how long it may keep the target stopped: the daemon drains
 /// a ring (16 MiB by default) in tens of milliseconds.
 const HOLD_STOP_TIMEOUT: Duration = Duration::from_millis(200);
 const HOLD_MAX: Duration = Duration::from_secs(2);
-const SIGTRAP: i32 = libc::SIGTRAP;
-const PTRACE_EVENT_STOP: i32 = 128;
 
 /// Threads of the checkpoint being taken that were caught in user code and
 /// are moving to their next syscall entry
@@ -520,6 +520,11 @@ impl State {
         let all: Vec<u32> = self.tracees.keys().copied().collect();
         for &tid in &all {
             self.set_held(tid, false);
+        }
+        if !self.fresh_execs.is_empty() {
+            // A process exec'd as the hold stopped it: it stands at its new
+            // image's start, where its checkpoint is due (see `exec_stop`).
+            self.checkpoint_stopped("exec", Instant::now());
         }
         self.resume_all();
     }
