@@ -71,8 +71,6 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
             argv: args.command.clone(),
         },
     };
-    // After the fork: the command keeps its own priority.
-    sys::raise_priority();
     let opts = RecordOptions {
         out: args.output.clone(),
         force: args.force,

@@ -91,6 +91,10 @@ impl AsRawFd for EpollFd {
     }
 }
 
+/// How often a drain checks whether a ring filled past a quarter (a map
+/// lookup): at GB/s a target adds a few MiB to a 16 MiB ring meanwhile.
+const THROTTLE_CHECK: Duration = Duration::from_micros(500);
+
 /// Interval at which the rings are drained even without a wakeup.
 /// Invariant: well below `order::HOLD_NS`, so the orderer's hold covers it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
@@ -137,6 +141,11 @@ async fn record_inner(
     let mut probe = Probe::load(config, opts.rings)?;
     let meta = initial_meta(&target, root);
     let mut writer = TraceWriter::create(&opts.out, meta.clone(), opts.writer.clone())?;
+    // This thread (the drain) and those started from here on (the ptrace
+    // supervisor) get a CPU ahead of the target and of the compressor,
+    // started above at the default priority: when a ring fills, the target
+    // must be stopped within a millisecond or two.
+    sys::raise_priority();
     let mut state = State::new(root, launch);
     let supervisor = opts.checkpoints.as_ref().map(|c| {
         Supervisor::start(
@@ -267,12 +276,20 @@ async fn record_inner(
         // it: --no-checkpoints can lose events). Checked during the drain
         // too: a target as fast as the drain keeps it going indefinitely.
         let mut held = false;
-        let mut hold_if_full = || {
-            if !held && probe.throttle_requested() {
+        let mut checked: Option<Instant> = None;
+        // `now`: the writer is about to wait for its compressor, during
+        // which nothing drains the rings.
+        let mut hold_if_full = |now: bool| {
+            // A map lookup is a syscall: at most one per THROTTLE_CHECK.
+            if held || !now && checked.is_some_and(|t| t.elapsed() < THROTTLE_CHECK) {
+                return;
+            }
+            checked = Some(Instant::now());
+            if now || probe.throttle_requested() {
                 held = supervisor.as_ref().is_some_and(|s| s.hold());
             }
         };
-        hold_if_full();
+        hold_if_full(false);
         drain(
             &mut rings,
             &mut state,
@@ -350,7 +367,7 @@ async fn record_inner(
         }
     }
     probe.clear_targets();
-    drain(&mut rings, &mut state, &mut writer, u64::MAX, &mut || {})?;
+    drain(&mut rings, &mut state, &mut writer, u64::MAX, &mut |_| {})?;
     state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
     if launch && child_status.is_none() {
         child_status = sys::try_wait(root).ok().flatten();
@@ -715,27 +732,23 @@ fn is_fatal_by_default(sig: u32) -> bool {
 }
 
 /// Drains every ring (lifecycle first), orders, and writes what is ready.
-/// Drains every ring, calling `check` now and then (every
-/// `CHECK_EVERY` records).
+/// Drains every ring, calling `check(false)` after each record and event
+/// (it keeps its own pace), and `check(true)` before a push that may wait
+/// for the writer's compressor.
 fn drain(
     rings: &mut [RingBuf<MapData>],
     st: &mut State,
     writer: &mut TraceWriter,
     now: u64,
-    check: &mut dyn FnMut(),
+    check: &mut dyn FnMut(bool),
 ) -> Result<(), RecordError> {
-    const CHECK_EVERY: u32 = 256;
-    let mut n = 0u32;
     for (i, ring) in rings.iter_mut().enumerate() {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(rec) => st.assembler.feed(rec, &mut st.batch),
                 Err(_) => st.assembler.malformed += 1,
             }
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(CHECK_EVERY) {
-                check();
-            }
+            check(false);
         }
         for e in st.batch.drain(..) {
             st.orderer.push(i, e);
@@ -755,14 +768,13 @@ fn drain(
             e.epoch = st.epoch;
             st.since_cut += 1;
             if result.is_ok() {
-                // A push can wait for the compressor.
+                if writer.push_would_wait(&e) {
+                    check(true);
+                }
                 result = writer.push(e);
             }
         }
-        n = n.wrapping_add(1);
-        if n.is_multiple_of(CHECK_EVERY) {
-            check();
-        }
+        check(false);
     });
     st.orderer = orderer;
     if now == u64::MAX {

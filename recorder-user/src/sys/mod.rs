@@ -80,8 +80,7 @@ pub fn raise_memlock() {
 }
 
 /// Raises the calling thread's scheduling priority (nice -10; threads it
-/// creates inherit it), so the recorder's threads get a CPU soon after a
-/// busy target fills its rings. Best effort.
+/// creates later inherit it). Best effort.
 pub fn raise_priority() {
     // SAFETY: plain syscall; `who` 0 is the calling thread.
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
