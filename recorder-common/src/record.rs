@@ -167,8 +167,13 @@ pub const TID_PAUSED: u32 = 0x8000_0000;
 /// the restarted call is recorded whole.
 pub const TID_HELD: u32 = 0x4000_0000;
 
+/// Set in a `TIDS` value by the thread's own program when it sent itself
+/// `Config::throttle_signal`: that signal is the recorder's, not the
+/// program's (not recorded, never delivered). Cleared by the supervisor.
+pub const TID_THROTTLED: u32 = 0x2000_0000;
+
 /// The tgid in a `TIDS` value.
-pub const TID_TGID_MASK: u32 = !(TID_PAUSED | TID_HELD);
+pub const TID_TGID_MASK: u32 = !(TID_PAUSED | TID_HELD | TID_THROTTLED);
 
 /// Index 0 of the `THROTTLE` array: set by a program when a data ring is
 /// more than a quarter full, cleared by the daemon once it has drained it.
@@ -200,6 +205,12 @@ pub struct Config {
     pub sig_del_sa_handler: u32,
     /// The daemon's own tgid: never recorded, whatever the filter says.
     pub self_tgid: u32,
+    /// A thread whose output filled its data ring past a quarter sends
+    /// itself this signal (0: never), marked `TID_THROTTLED`: it stops at
+    /// once, on its way back to user mode, and the supervisor holds it a
+    /// moment while the daemon drains, then resumes it without the signal.
+    pub throttle_signal: u32,
+    pub _pad: u32,
 }
 
 // Layout checks: both sides must agree byte for byte.
@@ -212,7 +223,7 @@ const _: () = assert!(core::mem::size_of::<ForkRec>() == 24 + 16);
 const _: () = assert!(core::mem::size_of::<ExecRec>() == 24 + 8 + EXEC_PATH_MAX);
 const _: () = assert!(core::mem::size_of::<ExitRec>() == 24 + 8);
 const _: () = assert!(core::mem::size_of::<SignalRec>() == 24 + 32);
-const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(core::mem::size_of::<Config>() == 72);
 const _: () = assert!(CHUNK_MAX.is_power_of_two() && DATA_RINGS.is_power_of_two());
 
 #[cfg(feature = "user")]

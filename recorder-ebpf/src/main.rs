@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             bpf_get_current_task_btf, bpf_loop, bpf_probe_read_user as probe_read_user_raw,
-            bpf_probe_read_user_str, bpf_task_pt_regs,
+            bpf_probe_read_user_str, bpf_send_signal_thread, bpf_task_pt_regs,
         },
     },
     macros::{map, raw_tracepoint, tracepoint},
@@ -152,13 +152,14 @@ fn data_ring(cpu: u32) -> &'static RingBuf {
 }
 
 /// After a syscall's output was copied: when this CPU's ring is more than
-/// a quarter full, asks the daemon to hold the target while it drains, and
-/// returns the flags that wake it at once.
+/// a quarter full, stops the thread (see `Config::throttle_signal`), asks
+/// the daemon to hold the target while it drains, and returns the flags
+/// that wake it at once.
 #[inline(always)]
-fn throttle_flags(cpu: u32) -> u64 {
+fn throttle_flags(cpu: u32, tid: u32) -> u64 {
     let ring = data_ring(cpu);
-    // A quarter: the rest absorbs what the target writes before the daemon,
-    // woken now, gets a CPU and the target is stopped.
+    // A quarter: the rest absorbs the outputs of syscalls already under way
+    // on other CPUs.
     if ring.query(RB_AVAIL_DATA) * 4 < ring.query(RB_RING_SIZE) {
         return DATA_FLAGS;
     }
@@ -166,6 +167,19 @@ fn throttle_flags(cpu: u32) -> u64 {
         // SAFETY: a plain store into the map value; racing CPUs store the
         // same value.
         unsafe { *p = THROTTLE_REQUESTED };
+    }
+    let sig = config().map_or(0, |c| c.throttle_signal);
+    if sig != 0 {
+        if let Some(v) = TIDS.get_ptr_mut(&tid) {
+            // SAFETY: this thread's own value; only its programs and the
+            // supervisor (while the thread is stopped) change its flags.
+            unsafe {
+                if *v & TID_THROTTLED == 0 {
+                    *v |= TID_THROTTLED;
+                    bpf_send_signal_thread(sig);
+                }
+            }
+        }
     }
     WAKE_FLAGS
 }
@@ -726,7 +740,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             // of this program's cost.
             // SAFETY: plain helper call.
             hdr.time_ns = unsafe { bpf_ktime_get_ns() };
-            out_flags = throttle_flags(hdr.cpu);
+            out_flags = throttle_flags(hdr.cpu, tid);
         }
     }
     let rec = SyscallRec {
@@ -920,19 +934,22 @@ pub fn signal_generate(ctx: TracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let target: u32 = read_field::<i32>(&ctx, cfg.sig_gen_pid).unwrap_or(0) as u32;
     // SAFETY: copied out at once.
-    let Some(tgid) = (unsafe { TIDS.get(&target).copied() })
-        .filter(|v| v & TID_PAUSED == 0)
-        .map(|v| v & TID_TGID_MASK)
-    else {
+    let Some(value) = (unsafe { TIDS.get(&target).copied() }).filter(|v| v & TID_PAUSED == 0) else {
         return 0;
     };
+    let tgid = value & TID_TGID_MASK;
+    let sig = read_field::<i32>(&ctx, cfg.sig_sig).unwrap_or(0) as u32;
+    if value & TID_THROTTLED != 0 && sig == cfg.throttle_signal {
+        // The recorder's own (see Config::throttle_signal).
+        return 0;
+    }
     let mut hdr = header(REC_SIGNAL, bpf_get_current_pid_tgid());
     // The record is about the target, whoever sent it.
     hdr.pid = tgid;
     hdr.tid = target;
     let rec = SignalRec {
         hdr,
-        sig: read_field::<i32>(&ctx, cfg.sig_sig).unwrap_or(0) as u32,
+        sig,
         phase: SIG_GENERATED,
         code: read_field::<i32>(&ctx, cfg.sig_code).unwrap_or(0),
         errno: read_field::<i32>(&ctx, cfg.sig_errno).unwrap_or(0),

@@ -9,7 +9,7 @@ use aya::{
 };
 use recorder_common::{
     spec, Config, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL,
-    TABLE_SIZE, THROTTLE_REQUESTED, TID_HELD, TID_PAUSED,
+    TABLE_SIZE, THROTTLE_REQUESTED, TID_HELD, TID_PAUSED, TID_THROTTLED,
 };
 
 use crate::{sys, tracefs::TRACEPOINTS, RecordError};
@@ -52,6 +52,8 @@ pub struct CpuLoss {
 /// and the supervisor.
 pub struct Filter {
     tids: HashMap<MapData, u32, u32>,
+    /// `THROTTLE`: a data ring filled past a quarter, not drained yet.
+    throttle: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for Filter {
@@ -84,6 +86,29 @@ impl Filter {
         self.set_flag(tid, TID_HELD, held);
     }
 
+    /// A data ring filled past a quarter since the last `clear_throttle`.
+    pub fn throttle_requested(&self) -> bool {
+        self.throttle
+            .get(&0, 0)
+            .is_ok_and(|v| v == THROTTLE_REQUESTED)
+    }
+
+    /// The daemon drained the rings.
+    pub fn clear_throttle(&mut self) {
+        let _ = self.throttle.set(0, 0, 0);
+    }
+
+    /// Whether the thread sent itself the throttle signal (see
+    /// `Config::throttle_signal`); clears the mark. Call with the thread
+    /// stopped.
+    pub fn take_throttled(&mut self, tid: u32) -> bool {
+        let marked = self.tids.get(&tid, 0).is_ok_and(|v| v & TID_THROTTLED != 0);
+        if marked {
+            self.set_flag(tid, TID_THROTTLED, false);
+        }
+        marked
+    }
+
     /// Read-modify-write of a thread's value: only its own thread's
     /// programs and the fork of a new tid write `TIDS`, and the callers
     /// hold the thread stopped or about to be.
@@ -109,7 +134,6 @@ pub struct Probe {
     ebpf: Ebpf,
     filter: SharedFilter,
     loss: PerCpuArray<MapData, u64>,
-    throttle: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for Probe {
@@ -201,13 +225,8 @@ impl Probe {
                 .ok_or_else(|| missing_map("THROTTLE"))?,
         )
         .map_err(map_err("THROTTLE"))?;
-        let filter = std::sync::Arc::new(std::sync::Mutex::new(Filter { tids }));
-        Ok(Probe {
-            ebpf,
-            filter,
-            loss,
-            throttle,
-        })
+        let filter = std::sync::Arc::new(std::sync::Mutex::new(Filter { tids, throttle }));
+        Ok(Probe { ebpf, filter, loss })
     }
 
     /// The in-kernel target filter.
@@ -293,13 +312,17 @@ impl Probe {
 
     /// A data ring filled past a quarter since the last `clear_throttle`.
     pub fn throttle_requested(&self) -> bool {
-        self.throttle
-            .get(&0, 0)
-            .is_ok_and(|v| v == THROTTLE_REQUESTED)
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .throttle_requested()
     }
 
     pub fn clear_throttle(&mut self) {
-        let _ = self.throttle.set(0, 0, 0);
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear_throttle();
     }
 
     /// Loss counters per CPU.

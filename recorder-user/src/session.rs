@@ -91,6 +91,11 @@ impl AsRawFd for EpollFd {
     }
 }
 
+/// The signal a thread whose output fills its ring sends itself (see
+/// `Config::throttle_signal`): ignored by default, so should the recorder
+/// die before suppressing one, the program most likely ignores it too.
+pub const THROTTLE_SIGNAL: i32 = libc::SIGURG;
+
 /// How often a drain checks whether a ring filled past a quarter (a map
 /// lookup): at GB/s a target adds a few MiB to a 16 MiB ring meanwhile.
 const THROTTLE_CHECK: Duration = Duration::from_micros(500);
@@ -137,6 +142,11 @@ async fn record_inner(
         if !sys::process_exists(pid) || pid == std::process::id() {
             return Err(RecordError::NoSuchProcess { pid });
         }
+    }
+    let mut config = config;
+    if opts.checkpoints.is_some() {
+        // A supervisor will be there to stop and resume throttled threads.
+        config.throttle_signal = THROTTLE_SIGNAL as u32;
     }
     let mut probe = Probe::load(config, opts.rings)?;
     let meta = initial_meta(&target, root);

@@ -36,6 +36,7 @@ use tracelog::{
 use crate::{
     dirty::{self, TrackWrites, Tracker},
     probe::SharedFilter,
+    session::THROTTLE_SIGNAL,
     sys::{
         self,
         ptrace::{self as pt, Mem, Regs},
@@ -47,6 +48,12 @@ use crate::{
 const PAGE: u64 = 4096;
 const SIGTRAP: i32 = libc::SIGTRAP;
 const PTRACE_EVENT_STOP: i32 = 128;
+
+/// A thread that stopped itself because its output filled its ring is kept
+/// stopped until the daemon has drained the rings (checked this often),
+/// and at most `THROTTLE_MAX`.
+const THROTTLE_PAUSE: Duration = Duration::from_millis(1);
+const THROTTLE_MAX: Duration = Duration::from_millis(200);
 
 /// How long a hold (the daemon draining full rings) waits for every thread
 /// to stop, and how long it may keep the target stopped: the daemon drains
@@ -220,6 +227,9 @@ enum Stop {
     Group,
     /// About to receive this signal: resume by delivering it.
     Signal(i32),
+    /// Stopped itself because its output filled its ring (the throttle
+    /// signal, never delivered): resume without it.
+    Throttled(Instant),
 }
 
 #[derive(Debug)]
@@ -424,10 +434,14 @@ impl State {
     /// (on a machine with as many busy target threads as CPUs, a 2 kHz
     /// poll cost it about 6%).
     fn run(mut self, commands: Receiver<Command>, go: Sender<()>) {
+        let mut throttled = false;
         loop {
-            let timeout = self.next_due.map_or(Duration::from_millis(100), |t| {
+            let mut timeout = self.next_due.map_or(Duration::from_millis(100), |t| {
                 t.saturating_duration_since(Instant::now())
             });
+            if throttled {
+                timeout = timeout.min(THROTTLE_PAUSE);
+            }
             let mut ready = false;
             match commands.recv_timeout(timeout) {
                 Ok(Command::Seize { threads, reply }) => {
@@ -458,6 +472,7 @@ impl State {
                 busy = true;
                 self.handle(status);
             }
+            throttled = self.release_throttled();
             if self.next_due.is_some_and(|t| Instant::now() >= t) && !self.tracees.is_empty() {
                 self.checkpoint("timer");
             }
@@ -473,11 +488,54 @@ impl State {
         self.finisher.wait();
     }
 
+    fn take_throttled(&self, tid: u32) -> bool {
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_throttled(tid)
+    }
+
+    /// Resumes threads that stopped themselves on a full ring once the
+    /// daemon has drained the rings (or after `THROTTLE_MAX`). Returns
+    /// whether any is still waiting.
+    fn release_throttled(&mut self) -> bool {
+        let mut waiting = false;
+        let drained = !self
+            .filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .throttle_requested();
+        for (&tid, t) in self.tracees.iter_mut() {
+            if let Some(Stop::Throttled(since)) = t.stop {
+                if drained || since.elapsed() >= THROTTLE_MAX {
+                    t.stop = None;
+                    let _ = pt::cont(tid, None);
+                } else {
+                    waiting = true;
+                }
+            }
+        }
+        waiting
+    }
+
+    /// Turns threads held by the throttle into interrupt-stops (where
+    /// injections work), before a checkpoint or a hold stops the rest.
+    fn interrupt_throttled(&mut self) {
+        for (&tid, t) in self.tracees.iter_mut() {
+            if let Some(Stop::Throttled(_)) = t.stop {
+                t.stop = None;
+                let _ = pt::interrupt(tid);
+                let _ = pt::cont(tid, None);
+            }
+        }
+    }
+
     /// Stops every thread for the daemon to drain the rings, marking them
     /// held so that the syscalls this cuts short are not recorded (the
     /// kernel restarts them). False, and running again, if some thread
     /// would not stop.
     fn hold(&mut self) -> bool {
+        self.interrupt_throttled();
         let all: Vec<u32> = self.tracees.keys().copied().collect();
         for &tid in &all {
             self.set_held(tid, true);
@@ -605,9 +663,16 @@ impl State {
                     return;
                 }
                 self.ensure_known(tid);
+                let sig = sig as i32;
+                if sig == THROTTLE_SIGNAL && self.take_throttled(tid) {
+                    // Kept stopped for a moment (see `release_throttled`).
+                    if let Some(t) = self.tracees.get_mut(&tid) {
+                        t.stop = Some(Stop::Throttled(Instant::now()));
+                    }
+                    return;
+                }
                 // Signal-delivery-stop: deliver it, as without us (unless it
                 // is a trapped rdtsc, which we answer).
-                let sig = sig as i32;
                 let deliver = !(sig == libc::SIGSEGV && self.answer_rdtsc(tid));
                 if deliver {
                     self.report_siginfo(tid, sig);
@@ -924,10 +989,16 @@ impl State {
                     return vec![];
                 }
                 self.ensure_known(tid);
+                let sig = sig as i32;
+                if sig == THROTTLE_SIGNAL && self.take_throttled(tid) {
+                    // Ours: drop it and stop right there instead.
+                    let _ = pt::interrupt(tid);
+                    let _ = pt::cont(tid, None);
+                    return vec![];
+                }
                 // About to take a signal: deliver it first (or answer the
                 // trapped rdtsc), and stop as its handler starts — a point
                 // where injections work, so the process is captured whole.
-                let sig = sig as i32;
                 let deliver = !(sig == libc::SIGSEGV && self.answer_rdtsc(tid));
                 if deliver {
                     self.report_siginfo(tid, sig);
@@ -1045,6 +1116,10 @@ impl State {
                 Some(Stop::Signal(sig)) => {
                     self.report_siginfo(tid, sig);
                     pt::cont(tid, Some(sig))
+                }
+                Some(Stop::Throttled(_)) => {
+                    self.take_throttled(tid);
+                    pt::cont(tid, None)
                 }
                 Some(_) => pt::cont(tid, None),
                 None => Ok(()),
@@ -1227,6 +1302,7 @@ impl State {
     /// A coordinated checkpoint of the whole tree.
     fn checkpoint(&mut self, reason: &str) {
         self.precopy();
+        self.interrupt_throttled();
         let t0 = Instant::now();
         self.sync = CutSync {
             until: (!self.opts.cut_at_syscall.is_zero()).then(|| t0 + self.opts.cut_at_syscall),

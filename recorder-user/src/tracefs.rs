@@ -125,6 +125,8 @@ pub fn load_config() -> Result<Config, RecordError> {
         sig_gen_result: gen[4],
         sig_del_sa_handler: del[3],
         self_tgid: std::process::id(),
+        throttle_signal: 0,
+        _pad: 0,
     })
 }
 
