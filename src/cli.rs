@@ -103,8 +103,8 @@ pub struct RecordArgs {
     pub allow_loss: bool,
 
     /// Size of each per-CPU data ring buffer (power of two; K, M, G suffixes).
-    /// When a ring fills past a quarter, the target is stopped for a moment
-    /// while the recorder drains it (not with --no-checkpoints, which can
+    /// A thread whose output fills its ring past a quarter is stopped until
+    /// the recorder has drained it (not with --no-checkpoints, which can
     /// then lose events); bigger rings mean fewer such stops.
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
     pub ring_size: u32,

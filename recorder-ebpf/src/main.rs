@@ -934,7 +934,8 @@ pub fn signal_generate(ctx: TracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let target: u32 = read_field::<i32>(&ctx, cfg.sig_gen_pid).unwrap_or(0) as u32;
     // SAFETY: copied out at once.
-    let Some(value) = (unsafe { TIDS.get(&target).copied() }).filter(|v| v & TID_PAUSED == 0) else {
+    let Some(value) = (unsafe { TIDS.get(&target).copied() }).filter(|v| v & TID_PAUSED == 0)
+    else {
         return 0;
     };
     let tgid = value & TID_TGID_MASK;
