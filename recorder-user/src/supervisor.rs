@@ -59,6 +59,15 @@ const THROTTLE_MAX: Duration = Duration::from_millis(200);
 /// to stop, and how long it may keep the target stopped: the daemon drains
 /// a ring (16 MiB by default) in tens of milliseconds.
 const HOLD_STOP_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Pre-copy arena kept across checkpoints (page faults into fresh memory
+/// would cost as much as the copies); a bigger one, from an attached
+/// process's whole first copy, is freed after use.
+const ARENA_KEEP: usize = 256 << 20;
+
+/// Arena room made ready (touched) after a pre-copy for the copies at the
+/// cut that follows.
+const CUT_ROOM: usize = 32 << 20;
 const HOLD_MAX: Duration = Duration::from_secs(2);
 
 /// Threads of the checkpoint being taken that were caught in user code and
@@ -360,6 +369,10 @@ struct Proc {
     /// The signal handlers last read, with the (caught, ignored) sets of
     /// then: reused when they cannot be read again and the sets agree.
     known_sigactions: Option<((u64, u64), Vec<SigAction>)>,
+    /// All its memory was stored before the coming cut (`store_first`):
+    /// that checkpoint holds it whole; pages stored so.
+    fresh: bool,
+    streamed: u64,
 }
 
 struct State {
@@ -385,12 +398,14 @@ struct State {
     /// Processes that exec'd since the last checkpoint: the next one is
     /// taken as they start their new image (its reason names them).
     fresh_execs: Vec<u32>,
-    /// Pages copied while the target is stopped, until stored. Kept (and
-    /// never shrunk) across checkpoints: faulting in fresh memory for every
+    /// Pages copied while the target is stopped, until stored. Kept across
+    /// checkpoints (up to `ARENA_KEEP`): faulting in fresh memory for every
     /// copy would cost as much as the copy.
     arena: Vec<u8>,
     arena_used: usize,
     sync: CutSync,
+    /// Pages of the coming checkpoint stored before its cut (`store_first`).
+    early_sink: Option<(u32, PageSink)>,
 }
 
 impl State {
@@ -422,6 +437,7 @@ impl State {
             arena: Vec::new(),
             arena_used: 0,
             sync: CutSync::default(),
+            early_sink: None,
         }
     }
 
@@ -1266,8 +1282,10 @@ impl State {
                 self.patch_vdso(pid);
             }
         }
-        // Write trackers of big processes: made here, armed after
-        // checkpoint 0, so that its stop is only the fork's.
+        // Write trackers of big processes, armed here: their whole memory
+        // is stored just before checkpoint 0 while they run (`precopy`),
+        // and the cut copies only what they wrote meanwhile, instead of
+        // forking (the fork's page-table copy stops them ~16 ms per GiB).
         let stopped: Vec<(u32, u32)> = self
             .tracees
             .iter()
@@ -1282,8 +1300,13 @@ impl State {
                 .wants(sys::resident_bytes(pid), false)
                 && done.insert(pid)
             {
-                if let Ok(t) = self.make_tracker(pid, tid) {
-                    self.procs.entry(pid).or_default().tracker = Some(t);
+                if let Ok(mut t) = self.make_tracker(pid, tid) {
+                    let private = private_ranges(pid);
+                    t.arm(&private);
+                    t.synced = true;
+                    let proc = self.procs.entry(pid).or_default();
+                    proc.pending = dirty::normalize(private);
+                    proc.tracker = Some(t);
                 }
             }
         }
@@ -1385,7 +1408,8 @@ impl State {
         };
         let mut processes = Vec::new();
         let mut snapshots = Vec::new();
-        let mut sink = match writer.begin(epoch) {
+        let early = self.early_sink.take().filter(|(e, _)| *e == epoch);
+        let mut sink = match early.map_or_else(|| writer.begin(epoch), |(_, s)| Ok(s)) {
             Ok(s) => s,
             Err(e) => {
                 self.warn(format!("checkpoint {epoch} not stored: {e}"));
@@ -1419,6 +1443,10 @@ impl State {
         }
         // Copies not used by now (a process not captured) are stale.
         self.arena_used = 0;
+        if self.arena.capacity() > ARENA_KEEP {
+            // A first checkpoint's copy of a whole process: give it back.
+            self.arena = Vec::new();
+        }
         for p in self.procs.values_mut() {
             p.precopy.clear();
         }
@@ -1490,10 +1518,10 @@ impl State {
         }
         let proc = self.procs.entry(pid).or_default();
         // No page history (first checkpoint, or after an exec): store all.
-        let full = proc.hashes.is_empty();
+        let full = proc.hashes.is_empty() || std::mem::take(&mut proc.fresh);
         // Shared writable memory is not copied by fork: read it now.
         let mem = Mem::open(pid).map_err(|e| format!("memory: {e}"))?;
-        let mut pages = 0;
+        let mut pages = std::mem::take(&mut proc.streamed);
         for m in maps.iter().filter(|m| stored(m) && m.perms.ends_with('s')) {
             pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
         }
@@ -1868,6 +1896,7 @@ impl State {
     /// after its copy, and the scan at the cut reports it).
     fn precopy(&mut self) {
         self.arena_used = 0;
+        let mut first = Vec::new();
         let pids: Vec<u32> = self.procs.keys().copied().collect();
         for pid in pids {
             let Some(proc) = self.procs.get_mut(&pid) else {
@@ -1877,20 +1906,21 @@ impl State {
             let Some(tracker) = proc.tracker.as_ref().filter(|t| t.synced) else {
                 continue;
             };
-            let Ok(maps) = sys::maps(pid) else { continue };
-            let private: Vec<(u64, u64)> = maps
-                .iter()
-                .filter(|m| stored(m) && !m.perms.ends_with('s'))
-                .map(|m| (m.start, m.end))
-                .collect();
+            let private = private_ranges(pid);
             let scan = tracker.scan(&private);
             let mut pending = std::mem::take(&mut proc.pending);
             pending.extend(scan.written);
             proc.pending = dirty::normalize(pending);
+            if proc.hashes.is_empty() {
+                // Never checkpointed (armed at attach): all of it is pending.
+                first.push(pid);
+                continue;
+            }
             if !dirty::copy_while_stopped(dirty::bytes(&proc.pending), sys::resident_bytes(pid)) {
                 continue;
             }
             let Ok(mem) = Mem::open(pid) else { continue };
+            let t0 = Instant::now();
             proc.precopy = copy_ranges(
                 pid,
                 &mem,
@@ -1898,7 +1928,66 @@ impl State {
                 &mut self.arena,
                 &mut self.arena_used,
             );
+            phase(
+                &format!(
+                    "pre-copy of {pid} ({} KiB)",
+                    dirty::bytes(&proc.pending) >> 10
+                ),
+                t0,
+            );
         }
+        for pid in first {
+            self.store_first(pid);
+        }
+        // Touch room for the copies at the cut now: a first touch of a page
+        // (a fault, ~10 µs in a VM) would otherwise happen with the target
+        // stopped.
+        if self.arena_used > 0 && self.arena.len() < self.arena_used + CUT_ROOM {
+            self.arena.resize(self.arena_used + CUT_ROOM, 0);
+        }
+    }
+
+    /// Before the first checkpoint of a tracked process (attach), with it
+    /// running: stores all its pending memory into that checkpoint's pages,
+    /// read in pieces. The cut then copies only what it writes from here
+    /// on, stored after (a later page replaces an earlier one, FORMAT.md).
+    fn store_first(&mut self, pid: u32) {
+        const PIECE: usize = 1 << 20;
+        let t0 = Instant::now();
+        let epoch = self.epoch;
+        if self.early_sink.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let Some(writer) = self.writer.as_ref() else {
+                return;
+            };
+            match writer.begin(epoch) {
+                Ok(sink) => self.early_sink = Some((epoch, sink)),
+                Err(_) => return,
+            }
+        }
+        let (Some((_, sink)), Some(proc), Ok(mem)) = (
+            self.early_sink.as_mut(),
+            self.procs.get_mut(&pid),
+            Mem::open(pid),
+        ) else {
+            return;
+        };
+        let mut buf = vec![0u8; PIECE];
+        for (s, e) in std::mem::take(&mut proc.pending) {
+            let mut a = s;
+            while a < e {
+                let n = ((e - a) as usize).min(PIECE);
+                let mut got = pt::copy_into(pid, a, &mut buf[..n]);
+                if got < n {
+                    got += mem.read(a + got as u64, &mut buf[got..n]).unwrap_or(0);
+                }
+                let got = got - got % PAGE as usize;
+                proc.streamed += store_pages(pid, a, &buf[..got], &mut proc.hashes, sink);
+                // An unreadable page is skipped (the fork would fail it too).
+                a += if got < n { got as u64 + PAGE } else { n as u64 };
+            }
+        }
+        proc.fresh = true;
+        phase(&format!("stored all of {pid} before the cut"), t0);
     }
 
     /// Gives `pid` (stopped; `tid` interrupt-stopped) a write tracker,
@@ -2224,6 +2313,17 @@ fn copy_ranges(
         *used += buf.len();
     }
     out
+}
+
+/// The private (not shared) mappings of `pid` whose contents checkpoints
+/// store.
+fn private_ranges(pid: u32) -> Vec<(u64, u64)> {
+    sys::maps(pid)
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| stored(m) && !m.perms.ends_with('s'))
+        .map(|m| (m.start, m.end))
+        .collect()
 }
 
 /// user_regs_struct as the 27 words of the kernel's order.
