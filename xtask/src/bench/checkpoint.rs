@@ -146,8 +146,9 @@ fn stop_times(recordings: usize) -> Result<()> {
          copy-on-write snapshot child has been forked, or, for a write-tracked process (`--track-writes`, \
          default `auto`: 16 MiB resident or more), the pages written since the pre-copy just before the cut \
          have been copied; pages are hashed, diffed and stored after the target resumes). First checkpoint = \
-         the one taken at attach, which stores every page; later ones store the pages changed since the \
-         previous one (the first later one forks too, while write tracking is armed). Medians and maxima \
+         the one taken at attach, which stores every page (a tracked process's pages are stored before the \
+         cut, while it runs; a smaller one is forked and its first later checkpoint forks again); later \
+         ones store the pages changed since the previous one. Medians and maxima \
          over the checkpoints of {recordings} recordings per size, sizes interleaved."
     );
     println!();
