@@ -243,6 +243,42 @@ fn replay_an_attached_process() {
     }
 }
 
+/// Attach, then Ctrl-C: the recorder stops recording before it detaches
+/// (detaching cuts the target's sleep short, which the log must not show),
+/// and the last epoch, which ends with no checkpoint, replays verified.
+#[test]
+fn replay_an_attached_process_after_ctrl_c() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let (mut target, _) = spawn_until_line(
+        std::process::Command::new(workload("spin")).stderr(std::process::Stdio::null()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let rec = std::process::Command::new(uniplay())
+        .args(["record", "--quiet", "--epoch", "100ms", "--pid"])
+        .arg(target.id().to_string())
+        .arg("-o")
+        .arg(&trace)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &rec.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = rec.wait_with_output().unwrap();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert_eq!(out.status.code(), Some(0), "record after SIGINT");
+    let report = replay_all(&trace, None);
+    assert!(report.epochs.len() >= 4, "want several epochs");
+    assert!(report.ok(), "{}", describe(&report));
+}
+
 /// Shells, make and the compiler, python's subprocess: processes forked
 /// inside an epoch are replayed from their birth (their pre-exec code), and
 /// every exec starts an epoch whose checkpoint holds the new image.

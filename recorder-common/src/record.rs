@@ -161,19 +161,13 @@ pub const LOSS_COUNTERS: u32 = 4;
 /// and threads it creates do not join the target.
 pub const TID_PAUSED: u32 = 0x8000_0000;
 
-/// Set in a `TIDS` value while the supervisor holds the target stopped so
-/// the daemon can drain the rings: a syscall that this interruption cuts
-/// short (-ERESTART*) is not recorded, since the kernel restarts it and
-/// the restarted call is recorded whole.
-pub const TID_HELD: u32 = 0x4000_0000;
-
 /// Set in a `TIDS` value by the thread's own program when it sent itself
 /// `Config::throttle_signal`: that signal is the recorder's, not the
 /// program's (not recorded, never delivered). Cleared by the supervisor.
 pub const TID_THROTTLED: u32 = 0x2000_0000;
 
 /// The tgid in a `TIDS` value.
-pub const TID_TGID_MASK: u32 = !(TID_PAUSED | TID_HELD | TID_THROTTLED);
+pub const TID_TGID_MASK: u32 = !(TID_PAUSED | TID_THROTTLED);
 
 /// Index 0 of the `THROTTLE` array: set by a program when a data ring is
 /// more than a quarter full, cleared by the daemon once it has drained it.

@@ -656,15 +656,10 @@ fn copy_cstr(segs: &mut Segs, scratch: &mut ChunkRec, s: &Seg) {
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(flags_in) = target(tid) else {
-        return 0;
-    };
-    let ret: i64 = ctx.arg(1);
-    if flags_in & TID_HELD != 0 && (-516..=-512).contains(&ret) {
-        // Cut short by the hold (see TID_HELD): the restart is recorded,
-        // with the entry kept for it.
+    if !is_target(tid) {
         return 0;
     }
+    let ret: i64 = ctx.arg(1);
     let mut hdr = header(REC_SYSCALL, pid_tgid);
     let mut flags = 0u32;
     let mut out_flags = DATA_FLAGS;

@@ -9,7 +9,7 @@ use aya::{
 };
 use recorder_common::{
     spec, Config, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL,
-    TABLE_SIZE, THROTTLE_REQUESTED, TID_HELD, TID_PAUSED, TID_THROTTLED,
+    TABLE_SIZE, THROTTLE_REQUESTED, TID_PAUSED, TID_THROTTLED,
 };
 
 use crate::{sys, tracefs::TRACEPOINTS, RecordError};
@@ -77,13 +77,6 @@ impl Filter {
     /// runs a syscall of its own in it. Unknown threads are left alone.
     pub fn pause(&mut self, tid: u32, paused: bool) {
         self.set_flag(tid, TID_PAUSED, paused);
-    }
-
-    /// Marks a thread held (or no longer) while the supervisor stops the
-    /// target for the daemon to drain: a syscall the stop cuts short is
-    /// not recorded (its restart is).
-    pub fn hold(&mut self, tid: u32, held: bool) {
-        self.set_flag(tid, TID_HELD, held);
     }
 
     /// A data ring filled past a quarter since the last `clear_throttle`.

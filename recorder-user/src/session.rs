@@ -96,10 +96,6 @@ impl AsRawFd for EpollFd {
 /// die before suppressing one, the program most likely ignores it too.
 pub const THROTTLE_SIGNAL: i32 = libc::SIGURG;
 
-/// How often a drain checks whether a ring filled past a quarter (a map
-/// lookup): at GB/s a target adds a few MiB to a 16 MiB ring meanwhile.
-const THROTTLE_CHECK: Duration = Duration::from_micros(500);
-
 /// Interval at which the rings are drained even without a wakeup.
 /// Invariant: well below `order::HOLD_NS`, so the orderer's hold covers it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
@@ -153,8 +149,8 @@ async fn record_inner(
     let mut writer = TraceWriter::create(&opts.out, meta.clone(), opts.writer.clone())?;
     // This thread (the drain) and those started from here on (the ptrace
     // supervisor) get a CPU ahead of the target and of the compressor,
-    // started above at the default priority: when a ring fills, the target
-    // must be stopped within a millisecond or two.
+    // started above at the default priority: threads stopped on a full ring
+    // wait for the drain.
     sys::raise_priority();
     let mut state = State::new(root, launch);
     let supervisor = opts.checkpoints.as_ref().map(|c| {
@@ -281,39 +277,11 @@ async fn record_inner(
                 sup.request_checkpoint();
             }
         }
-        // A ring filled past a quarter: hold the target while draining rather
-        // than lose what would not fit (without a supervisor, nothing holds
-        // it: --no-checkpoints can lose events). Checked during the drain
-        // too: a target as fast as the drain keeps it going indefinitely.
-        let mut held = false;
-        let mut checked: Option<Instant> = None;
-        // `now`: the writer is about to wait for its compressor, during
-        // which nothing drains the rings.
-        let mut hold_if_full = |now: bool| {
-            // A map lookup is a syscall: at most one per THROTTLE_CHECK.
-            if held || !now && checked.is_some_and(|t| t.elapsed() < THROTTLE_CHECK) {
-                return;
-            }
-            checked = Some(Instant::now());
-            if now || probe.throttle_requested() {
-                held = supervisor.as_ref().is_some_and(|s| s.hold());
-            }
-        };
-        hold_if_full(false);
-        drain(
-            &mut rings,
-            &mut state,
-            &mut writer,
-            sys::monotonic_ns(),
-            &mut hold_if_full,
-        )?;
+        drain(&mut rings, &mut state, &mut writer, sys::monotonic_ns())?;
+        // Threads that stopped themselves on a full ring may go on now
+        // (see `Config::throttle_signal`).
         if probe.throttle_requested() {
             probe.clear_throttle();
-        }
-        if held {
-            if let Some(sup) = &supervisor {
-                sup.release();
-            }
         }
         state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
         writer.tick()?;
@@ -368,7 +336,11 @@ async fn record_inner(
         }
     }
 
-    // Detach: nothing new enters the rings, then take what is there.
+    // Nothing new enters the rings, then detach, then take what is there.
+    // In that order: detaching interrupts threads blocked in syscalls (the
+    // kernel restarts them), which the log must not show as a last event
+    // that replay would take for a signal's doing.
+    probe.clear_targets();
     if let Some(sup) = supervisor {
         for r in sup.stop() {
             if let Some(s) = state.report(r) {
@@ -376,8 +348,7 @@ async fn record_inner(
             }
         }
     }
-    probe.clear_targets();
-    drain(&mut rings, &mut state, &mut writer, u64::MAX, &mut |_| {})?;
+    drain(&mut rings, &mut state, &mut writer, u64::MAX)?;
     state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
     if launch && child_status.is_none() {
         child_status = sys::try_wait(root).ok().flatten();
@@ -742,15 +713,11 @@ fn is_fatal_by_default(sig: u32) -> bool {
 }
 
 /// Drains every ring (lifecycle first), orders, and writes what is ready.
-/// Drains every ring, calling `check(false)` after each record and event
-/// (it keeps its own pace), and `check(true)` before a push that may wait
-/// for the writer's compressor.
 fn drain(
     rings: &mut [RingBuf<MapData>],
     st: &mut State,
     writer: &mut TraceWriter,
     now: u64,
-    check: &mut dyn FnMut(bool),
 ) -> Result<(), RecordError> {
     for (i, ring) in rings.iter_mut().enumerate() {
         while let Some(item) = ring.next() {
@@ -758,7 +725,6 @@ fn drain(
                 Ok(rec) => st.assembler.feed(rec, &mut st.batch),
                 Err(_) => st.assembler.malformed += 1,
             }
-            check(false);
         }
         for e in st.batch.drain(..) {
             st.orderer.push(i, e);
@@ -778,13 +744,9 @@ fn drain(
             e.epoch = st.epoch;
             st.since_cut += 1;
             if result.is_ok() {
-                if writer.push_would_wait(&e) {
-                    check(true);
-                }
                 result = writer.push(e);
             }
         }
-        check(false);
     });
     st.orderer = orderer;
     if now == u64::MAX {

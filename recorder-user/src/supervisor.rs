@@ -55,20 +55,13 @@ const PTRACE_EVENT_STOP: i32 = 128;
 const THROTTLE_PAUSE: Duration = Duration::from_millis(1);
 const THROTTLE_MAX: Duration = Duration::from_millis(200);
 
-/// How long a hold (the daemon draining full rings) waits for every thread
-/// to stop, and how long it may keep the target stopped: the daemon drains
-/// a ring (16 MiB by default) in tens of milliseconds.
-const HOLD_STOP_TIMEOUT: Duration = Duration::from_millis(200);
-
 /// Pre-copy arena kept across checkpoints (page faults into fresh memory
-/// would cost as much as the copies); a bigger one, from an attached
-/// process's whole first copy, is freed after use.
+/// would cost as much as the copies); a bigger one is freed after use.
 const ARENA_KEEP: usize = 256 << 20;
 
 /// Arena room made ready (touched) after a pre-copy for the copies at the
 /// cut that follows.
 const CUT_ROOM: usize = 32 << 20;
-const HOLD_MAX: Duration = Duration::from_secs(2);
 
 /// Threads of the checkpoint being taken that were caught in user code and
 /// are moving to their next syscall entry
@@ -117,13 +110,6 @@ pub enum Command {
     },
     /// Take a checkpoint now (e.g. `--epoch-events` reached).
     Checkpoint,
-    /// Stop every thread of the target until `Release` (the daemon drains
-    /// rings that filled faster than it could keep up); the reply says
-    /// whether the target is held.
-    Hold {
-        reply: Sender<bool>,
-    },
-    Release,
     /// From the waiter thread: a tracee or child has an event to wait for.
     Ready,
     /// Stop supervising; detach from whatever still runs.
@@ -194,16 +180,6 @@ impl Supervisor {
             .send(Command::Seize { threads, reply })
             .map_err(|_| "supervisor gone".to_string())?;
         rx.recv().map_err(|_| "supervisor gone".to_string())?
-    }
-
-    /// Holds the target stopped (see `Command::Hold`); true once it is.
-    pub fn hold(&self) -> bool {
-        let (reply, rx) = mpsc::channel();
-        self.commands.send(Command::Hold { reply }).is_ok() && rx.recv().unwrap_or(false)
-    }
-
-    pub fn release(&self) {
-        let _ = self.commands.send(Command::Release);
     }
 
     pub fn request_checkpoint(&self) {
@@ -471,14 +447,6 @@ impl State {
                     }
                 }
                 Ok(Command::Checkpoint) => self.checkpoint("events"),
-                Ok(Command::Hold { reply }) => {
-                    let held = self.hold();
-                    let _ = reply.send(held);
-                    if held && !self.held(&commands, &mut ready) {
-                        break;
-                    }
-                }
-                Ok(Command::Release) => {}
                 Ok(Command::Ready) => ready = true,
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -535,7 +503,7 @@ impl State {
     }
 
     /// Turns threads held by the throttle into interrupt-stops (where
-    /// injections work), before a checkpoint or a hold stops the rest.
+    /// injections work), before a checkpoint stops the rest.
     fn interrupt_throttled(&mut self) {
         for (&tid, t) in self.tracees.iter_mut() {
             if let Some(Stop::Throttled(_)) = t.stop {
@@ -544,70 +512,6 @@ impl State {
                 let _ = pt::cont(tid, None);
             }
         }
-    }
-
-    /// Stops every thread for the daemon to drain the rings, marking them
-    /// held so that the syscalls this cuts short are not recorded (the
-    /// kernel restarts them). False, and running again, if some thread
-    /// would not stop.
-    fn hold(&mut self) -> bool {
-        self.interrupt_throttled();
-        let all: Vec<u32> = self.tracees.keys().copied().collect();
-        for &tid in &all {
-            self.set_held(tid, true);
-        }
-        for &tid in &all {
-            if self.tracees[&tid].stop.is_none() {
-                let _ = pt::interrupt(tid);
-            }
-        }
-        if self.wait_stopped(&all, HOLD_STOP_TIMEOUT).is_empty() {
-            return true;
-        }
-        self.release();
-        false
-    }
-
-    /// While held: waits for `Release` (or at most `HOLD_MAX`), then
-    /// resumes the target. False if told to stop meanwhile.
-    fn held(&mut self, commands: &Receiver<Command>, ready: &mut bool) -> bool {
-        let deadline = Instant::now() + HOLD_MAX;
-        let go_on = loop {
-            match commands.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(Command::Release) | Err(RecvTimeoutError::Timeout) => break true,
-                Ok(Command::Ready) => *ready = true,
-                Ok(Command::Hold { reply }) => {
-                    let _ = reply.send(true);
-                }
-                Ok(Command::Seize { reply, .. }) => {
-                    let _ = reply.send(Err("the recorder is busy".into()));
-                }
-                Ok(Command::Checkpoint) => {}
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break false,
-            }
-        };
-        self.release();
-        go_on
-    }
-
-    fn release(&mut self) {
-        let all: Vec<u32> = self.tracees.keys().copied().collect();
-        for &tid in &all {
-            self.set_held(tid, false);
-        }
-        if !self.fresh_execs.is_empty() {
-            // A process exec'd as the hold stopped it: it stands at its new
-            // image's start, where its checkpoint is due (see `exec_stop`).
-            self.checkpoint_stopped("exec", Instant::now());
-        }
-        self.resume_all();
-    }
-
-    fn set_held(&self, tid: u32, held: bool) {
-        self.filter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .hold(tid, held);
     }
 
     fn seize_all(&mut self, threads: &[(u32, u32)]) -> Result<(), String> {
@@ -1444,7 +1348,6 @@ impl State {
         // Copies not used by now (a process not captured) are stale.
         self.arena_used = 0;
         if self.arena.capacity() > ARENA_KEEP {
-            // A first checkpoint's copy of a whole process: give it back.
             self.arena = Vec::new();
         }
         for p in self.procs.values_mut() {

@@ -87,8 +87,6 @@ struct StatsInner {
     events: AtomicU64,
     bytes_written: AtomicU64,
     frames: AtomicU64,
-    /// Messages sent to the background thread and not yet handled by it.
-    in_flight: AtomicU64,
 }
 
 /// Cloneable, thread-safe view of a writer's [`WriterStats`].
@@ -350,21 +348,6 @@ impl TraceWriter {
         Ok(())
     }
 
-    /// Whether pushing `ev` may wait for the background thread: it would
-    /// complete a frame while the queue to that thread is full (compression
-    /// or the disk is behind). A caller that must not wait for long can
-    /// first slow down whatever produces its events.
-    pub fn push_would_wait(&self, ev: &Event) -> bool {
-        if self.stats.0.in_flight.load(Ordering::Relaxed) < FRAMES_IN_FLIGHT as u64 {
-            return false;
-        }
-        let mark = matches!(ev.kind, EventKind::EpochMark { .. });
-        let seals_before = !self.batch.is_empty() && (mark || self.batch[0].epoch != ev.epoch);
-        let seals_after = self.batch.len() + 1 >= self.frame_events
-            || self.batch_bytes + payload_bytes(&ev.kind) >= MAX_BATCH_BYTES;
-        seals_before || seals_after
-    }
-
     /// Flight recorder: deletes everything before epoch `epoch` (segmented
     /// mode only). The cut is moved back to the newest complete checkpoint
     /// at or below `epoch` if checkpoint `epoch` is not complete (so the kept
@@ -540,7 +523,6 @@ impl TraceWriter {
         let Some(tx) = &self.tx else {
             return Err(Error::WriterFailed);
         };
-        self.stats.0.in_flight.fetch_add(1, Ordering::Relaxed);
         if tx.send(msg).is_err() {
             return Err(self.collect_failure());
         }
@@ -656,9 +638,6 @@ impl Background {
         let mut compressor = zstd::bulk::Compressor::new(self.level)
             .map_err(|e| Error::io("set up compression for", &self.dir, e))?;
         for msg in rx {
-            // Handled from here on (see `push_would_wait`): the channel has
-            // room again.
-            self.stats.0.in_flight.fetch_sub(1, Ordering::Relaxed);
             match msg {
                 Msg::Frame { events, sync } => {
                     if !events.is_empty() {
