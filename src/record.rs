@@ -34,6 +34,7 @@ fn exit_code(e: &RecordError) -> i32 {
         | RecordError::Load { .. }
         | RecordError::Program { .. } => exit::CANNOT_RECORD,
         RecordError::NoSuchProcess { .. }
+        | RecordError::Zombie { .. }
         | RecordError::Launch { .. }
         | RecordError::Supervise { .. } => exit::BAD_INPUT,
         RecordError::Trace {
@@ -54,6 +55,9 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
     if let Some(pid) = args.pid {
         if !sys::process_exists(pid) {
             return Err(RecordError::NoSuchProcess { pid });
+        }
+        if sys::task_state(pid).is_some_and(|s| s.starts_with('Z')) {
+            return Err(RecordError::Zombie { pid });
         }
     }
     if args.output.exists() && !args.force {

@@ -35,6 +35,27 @@ fn record_errors_bad_pid_and_existing_output() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no process with PID 999999999"), "{err}");
 
+    // A zombie (a child of ours, not reaped yet) has nothing to record.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .contains(") Z ")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (code, err) = run(&[
+        "record",
+        "-o",
+        "/tmp/uniplay-never",
+        "--pid",
+        &pid.to_string(),
+    ]);
+    let _ = child.wait();
+    assert_eq!(code, Some(5), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("has exited"), "{err}");
+
     let dir = tempfile::tempdir().unwrap();
     let (code, err) = run(&["record", "-o", dir.path().to_str().unwrap(), "--", "true"]);
     assert_eq!(code, Some(5), "{err}");

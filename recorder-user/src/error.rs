@@ -7,6 +7,8 @@ pub enum RecordError {
     MissingCapability { cap: &'static str },
     #[error("no process with PID {pid}: check the PID (ps -p {pid})")]
     NoSuchProcess { pid: u32 },
+    #[error("process {pid} has exited (a zombie its parent has not reaped): nothing runs there to record")]
+    Zombie { pid: u32 },
     #[error(
         "the kernel has no BTF ({path}): uniplay needs a kernel built with CONFIG_DEBUG_INFO_BTF"
     )]
