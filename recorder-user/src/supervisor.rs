@@ -55,6 +55,12 @@ const PTRACE_EVENT_STOP: i32 = 128;
 const THROTTLE_PAUSE: Duration = Duration::from_millis(1);
 const THROTTLE_MAX: Duration = Duration::from_millis(200);
 
+/// How long a process that has just exec'd is kept on the CPU it exec'd on.
+/// The dynamic loader and libc read `cpuid` as they start, and keep what it
+/// says (the CPU's APIC id among it); replay runs such a start on the CPU it
+/// was recorded on, which holds only if the start did not move.
+const STARTUP_PIN: Duration = Duration::from_millis(20);
+
 /// Pre-copy arena kept across checkpoints (page faults into fresh memory
 /// would cost as much as the copies); a bigger one is freed after use.
 const ARENA_KEEP: usize = 256 << 20;
@@ -382,6 +388,9 @@ struct State {
     sync: CutSync,
     /// Pages of the coming checkpoint stored before its cut (`store_first`).
     early_sink: Option<(u32, PageSink)>,
+    /// Processes kept on one CPU as they start (`STARTUP_PIN`): pid → until
+    /// when, and the CPUs they may use otherwise.
+    pinned: HashMap<u32, (Instant, nix::sched::CpuSet)>,
 }
 
 impl State {
@@ -414,6 +423,7 @@ impl State {
             arena_used: 0,
             sync: CutSync::default(),
             early_sink: None,
+            pinned: HashMap::new(),
         }
     }
 
@@ -433,6 +443,9 @@ impl State {
             });
             if throttled {
                 timeout = timeout.min(THROTTLE_PAUSE);
+            }
+            if let Some(until) = self.unpin_due(false) {
+                timeout = timeout.min(until.saturating_duration_since(Instant::now()));
             }
             let mut ready = false;
             match commands.recv_timeout(timeout) {
@@ -500,6 +513,41 @@ impl State {
             }
         }
         waiting
+    }
+
+    /// Keeps `pid` (just exec'd, stopped) on the CPU it is on for
+    /// `STARTUP_PIN` (see there).
+    fn pin_start(&mut self, pid: u32) {
+        let (Some(cpu), Some(allowed)) = (sys::last_cpu(pid), sys::affinity(pid)) else {
+            return;
+        };
+        // A process forked by one still pinned keeps its parent's mask.
+        let allowed = self.pinned.get(&pid).map_or(allowed, |&(_, a)| a);
+        sys::pin(pid, cpu);
+        self.pinned
+            .insert(pid, (Instant::now() + STARTUP_PIN, allowed));
+    }
+
+    /// Gives processes whose start-up pin is over (all with `all`) their
+    /// CPUs back, every thread of them. Returns when the next one is due.
+    fn unpin_due(&mut self, all: bool) -> Option<Instant> {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .pinned
+            .iter()
+            .filter(|(_, (until, _))| all || *until <= now)
+            .map(|(&p, _)| p)
+            .collect();
+        for pid in due {
+            if let Some((_, allowed)) = self.pinned.remove(&pid) {
+                for (&tid, t) in &self.tracees {
+                    if t.pid == pid {
+                        sys::set_affinity(tid, &allowed);
+                    }
+                }
+            }
+        }
+        self.pinned.values().map(|(until, _)| *until).min()
     }
 
     /// Turns threads held by the throttle into interrupt-stops (where
@@ -649,6 +697,10 @@ impl State {
             .entry(child)
             .or_insert(Tracee { pid, stop: None })
             .pid = pid;
+        if let (false, Some(&pin)) = (thread, self.pinned.get(&ppid)) {
+            // Inherited the start-up pin: undone with the parent's.
+            self.pinned.insert(pid, pin);
+        }
         if !thread {
             // A forked child shares the parent's (patched) vDSO and, until
             // it writes, its pages; it starts with no page history.
@@ -694,6 +746,7 @@ impl State {
             // Checkpoint 0 right before the program's first instruction:
             // let execve return, stop on the way to user mode.
             self.awaiting_exec = false;
+            self.pin_start(pid);
             let _ = pt::interrupt(tid);
             let _ = pt::cont(tid, None);
             if self.wait_stopped(&[tid], Duration::from_secs(2)).is_empty() {
@@ -1148,6 +1201,7 @@ impl State {
     }
 
     fn detach_all(&mut self) {
+        self.unpin_due(true);
         for (&tid, t) in self.tracees.iter() {
             if t.stop.is_none() {
                 let _ = pt::interrupt(tid);
@@ -1293,6 +1347,9 @@ impl State {
 
     /// Every tracee is stopped: cut, save, snapshot. The caller resumes.
     fn checkpoint_stopped(&mut self, reason: &str, t0: Instant) {
+        for pid in self.fresh_execs.clone() {
+            self.pin_start(pid);
+        }
         let reason = if self.fresh_execs.is_empty() {
             reason.to_string()
         } else {

@@ -220,6 +220,33 @@ pub fn signal_sets(pid: u32) -> (u64, u64) {
 }
 
 /// Resident memory of a process, bytes (/proc/PID/statm, 4 KiB pages).
+/// The CPU `tid` last ran on (/proc/TID/stat, field 39).
+pub fn last_cpu(tid: u32) -> Option<usize> {
+    let stat = fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: field 3 is the
+    // first of them.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(39 - 3)?.parse().ok()
+}
+
+/// The CPUs `tid` may run on.
+pub fn affinity(tid: u32) -> Option<nix::sched::CpuSet> {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(tid as i32)).ok()
+}
+
+/// Sets the CPUs `tid` may run on. Best effort (the thread may be gone).
+pub fn set_affinity(tid: u32, set: &nix::sched::CpuSet) {
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid as i32), set);
+}
+
+/// Restricts `tid` to `cpu`. Best effort.
+pub fn pin(tid: u32, cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        set_affinity(tid, &set);
+    }
+}
+
 pub fn resident_bytes(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
