@@ -464,6 +464,9 @@ pub fn write_detail_text(
         writeln!(out, "  pages     {} stored{full}", p.pages_stored)?;
         let memory = match p.memory.as_str() {
             "fork" => "copy-on-write snapshot (fork), read after the target resumed",
+            "tracked" if p.full => {
+                "all of it stored while the target ran, then the pages written meanwhile (write tracking), copied while stopped"
+            }
             "tracked" => {
                 "pages written since the previous checkpoint (write tracking), copied while stopped"
             }
