@@ -192,6 +192,14 @@ impl Driver {
         sys::set_siginfo(tid, info).map_err(err("PTRACE_SETSIGINFO", tid))
     }
 
+    pub fn sigmask(&self, tid: u32) -> Result<u64, ReplayError> {
+        sys::sigmask(tid).map_err(err("PTRACE_GETSIGMASK", tid))
+    }
+
+    pub fn set_sigmask(&self, tid: u32, mask: u64) -> Result<(), ReplayError> {
+        sys::set_sigmask(tid, mask).map_err(err("PTRACE_SETSIGMASK", tid))
+    }
+
     pub fn regs(&self, tid: u32) -> Result<Regs, ReplayError> {
         sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))
     }

@@ -550,6 +550,11 @@ struct Run<'a> {
     execs: VecDeque<(u32, String, Vec<String>)>,
     /// Signal frames the replay had the kernel write (handler-entry sp).
     frames: Vec<u64>,
+    /// Recorded tid → the signal mask its last syscall installed for its
+    /// duration (pselect6, ppoll, epoll_pwait, rt_sigsuspend), when a signal
+    /// cut that call short: replay skipped the call, so the mask is
+    /// installed for the delivery (see `step`).
+    call_mask: HashMap<u32, u64>,
     /// Signals to deliver after the log, by recorded tid.
     final_signals: HashMap<u32, Vec<u32>>,
     /// The process ended its epoch by exec'ing (checked up to there; the
@@ -590,6 +595,7 @@ impl<'a> Run<'a> {
             exec_end: false,
             final_signals: HashMap::new(),
             frames: Vec::new(),
+            call_mask: HashMap::new(),
         }
     }
 
@@ -706,7 +712,15 @@ impl<'a> Run<'a> {
             // Signals the log shows delivered to this thread before this
             // syscall: made pending now, delivered on the way.
             let mut sent: Vec<i32> = Vec::new();
+            // A signal that got in through the mask of the call it cut short
+            // (skipped here): that mask for the delivery, and the thread's
+            // own back in the handler's frame, where the kernel saves it.
+            let mut own_mask = None;
             for sig in signals.remove(&e.seq).unwrap_or_default() {
+                if let (true, Some(mask)) = (sent.is_empty(), self.call_mask.remove(&e.tid)) {
+                    own_mask = Some(self.drv.sigmask(tid)?);
+                    self.drv.set_sigmask(tid, mask)?;
+                }
                 // One that interrupted user code goes where it did: run the
                 // thread to that state first (it is right after its last
                 // syscall, unless it was run ahead).
@@ -736,7 +750,15 @@ impl<'a> Run<'a> {
                 }
                 stop = match self.drv.enter_handler(tid, sig)? {
                     Stop::Reached => {
-                        self.frames.push(self.drv.regs(tid)?.rsp);
+                        let sp = self.drv.regs(tid)?.rsp;
+                        if let Some(own) = own_mask.take() {
+                            // rt_sigframe: pretcode, then ucontext (flags,
+                            // link, stack, sigcontext) before uc_sigmask.
+                            const UC_SIGMASK: u64 = 8 + 8 + 8 + 24 + 256;
+                            self.live
+                                .write_memory(sp + UC_SIGMASK, &own.to_ne_bytes())?;
+                        }
+                        self.frames.push(sp);
                         self.drv.run_to_syscall(tid, TIME_SLICE)?
                     }
                     other => other,
@@ -958,6 +980,10 @@ impl<'a> Run<'a> {
             return Ok(false);
         }
         self.compare_inputs(sc, tid)?;
+        self.call_mask.remove(&e.tid);
+        if let Some(mask) = self.call_mask_of(sc) {
+            self.call_mask.insert(e.tid, mask);
+        }
         if sc.flags & tracelog::SYSCALL_NO_RETURN != 0 {
             // exit / exit_group: run it for real.
             let group = sc.nr == nr::EXIT_GROUP || self.live.tids.len() == 1;
@@ -1050,6 +1076,30 @@ impl<'a> Run<'a> {
 
     /// Bytes the program gave the kernel (write buffers, paths) must be
     /// what the recorded program gave.
+    /// The mask `sc` installed while it waited, if a signal cut it short
+    /// (EINTR or -ERESTART*) and it had one: read from the replayed
+    /// process, whose memory is the recording's here.
+    fn call_mask_of(&self, sc: &Syscall) -> Option<u64> {
+        const EINTR: i64 = -4;
+        if sc.ret != EINTR && !(-516..=-512).contains(&sc.ret) {
+            return None;
+        }
+        let a = sc.args.as_slice();
+        let read = |addr: u64| -> Option<u64> {
+            let mut b = [0u8; 8];
+            (addr != 0 && self.live.read_memory(addr, &mut b).ok()? == 8)
+                .then(|| u64::from_ne_bytes(b))
+        };
+        let set = match sc.nr {
+            130 => *a.first()?,       // rt_sigsuspend(set, size)
+            271 => *a.get(3)?,        // ppoll(fds, n, timeout, set, size)
+            281 | 441 => *a.get(4)?,  // epoll_pwait(2)(epfd, ev, n, t, set, size)
+            270 => read(*a.get(5)?)?, // pselect6: {set, size} at arg 5
+            _ => return None,
+        };
+        read(set)
+    }
+
     fn compare_inputs(&mut self, sc: &Syscall, tid: u32) -> Result<(), ReplayError> {
         for o in sc.outputs.iter().filter(|o| o.arg >= SLOT_INPUT) {
             let mut buf = vec![0u8; o.data.len()];

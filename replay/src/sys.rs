@@ -171,6 +171,22 @@ pub fn set_fpu(tid: u32, area: &[u8]) -> io::Result<()> {
     check(r).map(|_| ())
 }
 
+/// The thread's blocked-signal mask (PTRACE_GETSIGMASK).
+pub fn sigmask(tid: u32) -> io::Result<u64> {
+    const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+    let mut mask = 0u64;
+    // SAFETY: the kernel writes 8 bytes (the size passed) to `mask`.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GETSIGMASK,
+            tid as libc::pid_t,
+            8usize,
+            &mut mask as *mut u64,
+        )
+    };
+    check(r).map(|_| mask)
+}
+
 /// Sets the thread's blocked-signal mask (PTRACE_SETSIGMASK).
 pub fn set_sigmask(tid: u32, mask: u64) -> io::Result<()> {
     const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
