@@ -120,6 +120,11 @@ impl Filter {
     }
 }
 
+/// The signal a thread whose output fills its ring sends itself (see
+/// `Config::throttle_signal`): ignored by default, so should the recorder
+/// die before suppressing one, the program most likely ignores it too.
+pub const THROTTLE_SIGNAL: i32 = libc::SIGURG;
+
 /// The shared filter handle.
 pub type SharedFilter = std::sync::Arc<std::sync::Mutex<Filter>>;
 

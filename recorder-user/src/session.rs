@@ -91,11 +91,6 @@ impl AsRawFd for EpollFd {
     }
 }
 
-/// The signal a thread whose output fills its ring sends itself (see
-/// `Config::throttle_signal`): ignored by default, so should the recorder
-/// die before suppressing one, the program most likely ignores it too.
-pub const THROTTLE_SIGNAL: i32 = libc::SIGURG;
-
 /// Interval at which the rings are drained even without a wakeup.
 /// Invariant: well below `order::HOLD_NS`, so the orderer's hold covers it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
@@ -142,7 +137,7 @@ async fn record_inner(
     let mut config = config;
     if opts.checkpoints.is_some() {
         // A supervisor will be there to stop and resume throttled threads.
-        config.throttle_signal = THROTTLE_SIGNAL as u32;
+        config.throttle_signal = crate::probe::THROTTLE_SIGNAL as u32;
     }
     let mut probe = Probe::load(config, opts.rings)?;
     let meta = initial_meta(&target, root);

@@ -35,8 +35,7 @@ use tracelog::{
 
 use crate::{
     dirty::{self, TrackWrites, Tracker},
-    probe::SharedFilter,
-    session::THROTTLE_SIGNAL,
+    probe::{SharedFilter, THROTTLE_SIGNAL},
     sys::{
         self,
         ptrace::{self as pt, Mem, Regs},
@@ -485,23 +484,29 @@ impl State {
         self.finisher.wait();
     }
 
+    /// The in-kernel filter (shared with the session).
+    fn filter(&self) -> std::sync::MutexGuard<'_, crate::probe::Filter> {
+        self.filter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn take_throttled(&self, tid: u32) -> bool {
-        self.filter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_throttled(tid)
+        self.filter().take_throttled(tid)
     }
 
     /// Resumes threads that stopped themselves on a full ring once the
     /// daemon has drained the rings (or after `THROTTLE_MAX`). Returns
     /// whether any is still waiting.
     fn release_throttled(&mut self) -> bool {
+        // The flag is a map lookup: only asked while someone waits on it.
+        if !self
+            .tracees
+            .values()
+            .any(|t| matches!(t.stop, Some(Stop::Throttled(_))))
+        {
+            return false;
+        }
         let mut waiting = false;
-        let drained = !self
-            .filter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .throttle_requested();
+        let drained = !self.filter().throttle_requested();
         for (&tid, t) in self.tracees.iter_mut() {
             if let Some(Stop::Throttled(since)) = t.stop {
                 if drained || since.elapsed() >= THROTTLE_MAX {
@@ -1494,11 +1499,7 @@ impl State {
             self.reap_snapshots(pid, t);
         }
         phase("reap", t0);
-        let private: Vec<(u64, u64)> = maps
-            .iter()
-            .filter(|m| stored(m) && !m.perms.ends_with('s'))
-            .map(|m| (m.start, m.end))
-            .collect();
+        let private = private_of(&maps);
         let resident = sys::resident_bytes(pid);
         let written = self.scan_writes(pid, &private);
         phase("scan", t0);
@@ -1752,10 +1753,7 @@ impl State {
     }
 
     fn pause(&self, tid: u32, paused: bool) {
-        self.filter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pause(tid, paused);
+        self.filter().pause(tid, paused);
     }
 
     /// With the target running: reads the snapshot child's private memory,
@@ -1936,10 +1934,7 @@ impl State {
             let mut a = s;
             while a < e {
                 let n = ((e - a) as usize).min(PIECE);
-                let mut got = pt::copy_into(pid, a, &mut buf[..n]);
-                if got < n {
-                    got += mem.read(a + got as u64, &mut buf[got..n]).unwrap_or(0);
-                }
+                let got = read_target(pid, &mem, a, &mut buf[..n]);
                 let got = got - got % PAGE as usize;
                 proc.streamed += store_pages(pid, a, &buf[..got], &mut proc.hashes, sink);
                 // An unreadable page is skipped (the fork would fail it too).
@@ -2241,10 +2236,8 @@ fn store_pages(
 }
 
 /// Copies `ranges` of a stopped process into `arena` from `arena[used..]`
-/// on, growing it as needed; returns (address, offset, length) of each
-/// range copied. Pages process_vm_readv may not read (not readable by the
-/// process itself) come through /proc/PID/mem; what is unmapped reads
-/// short.
+/// on (see `read_target`), growing it as needed; returns (address, offset,
+/// length) of each range copied.
 fn copy_ranges(
     pid: u32,
     mem: &Mem,
@@ -2265,10 +2258,7 @@ fn copy_ranges(
     let mut out = Vec::new();
     for &(s, e) in ranges {
         let buf = &mut arena[*used..*used + (e - s) as usize];
-        let mut got = pt::copy_into(pid, s, buf);
-        if got < buf.len() {
-            got += mem.read(s + got as u64, &mut buf[got..]).unwrap_or(0);
-        }
+        let got = read_target(pid, mem, s, buf);
         out.push((s, *used, got - got % PAGE as usize));
         *used += buf.len();
     }
@@ -2278,12 +2268,25 @@ fn copy_ranges(
 /// The private (not shared) mappings of `pid` whose contents checkpoints
 /// store.
 fn private_ranges(pid: u32) -> Vec<(u64, u64)> {
-    sys::maps(pid)
-        .unwrap_or_default()
-        .iter()
+    private_of(&sys::maps(pid).unwrap_or_default())
+}
+
+fn private_of(maps: &[sys::MapEntry]) -> Vec<(u64, u64)> {
+    maps.iter()
         .filter(|m| stored(m) && !m.perms.ends_with('s'))
         .map(|m| (m.start, m.end))
         .collect()
+}
+
+/// Reads `buf.len()` bytes of `pid` at `addr`: process_vm_readv, then
+/// /proc/PID/mem for what it may not read (not readable by the process
+/// itself). Returns how many bytes were read; what is unmapped reads short.
+fn read_target(pid: u32, mem: &Mem, addr: u64, buf: &mut [u8]) -> usize {
+    let got = pt::copy_into(pid, addr, buf);
+    if got == buf.len() {
+        return got;
+    }
+    got + mem.read(addr + got as u64, &mut buf[got..]).unwrap_or(0)
 }
 
 /// user_regs_struct as the 27 words of the kernel's order.

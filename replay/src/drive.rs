@@ -161,20 +161,26 @@ impl Driver {
     }
 
     fn classify(&self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
-        match self.wait(tid, slice)? {
+        let st = self.wait(tid, slice)?;
+        self.stop_of(tid, st)
+    }
+
+    /// What a wait status (from `wait`, so StillAlive is a timeout) means.
+    fn stop_of(&self, tid: u32, st: WaitStatus) -> Result<Stop, ReplayError> {
+        Ok(match st {
             WaitStatus::StillAlive => {
                 self.interrupt_and_settle(tid);
-                Ok(Stop::Timeout)
+                Stop::Timeout
             }
-            WaitStatus::PtraceSyscall(_) => Ok(Stop::SyscallEntry(
-                sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?,
-            )),
-            WaitStatus::Exited(_, code) => Ok(Stop::Exited((code, 0))),
-            WaitStatus::Signaled(_, sig, _) => Ok(Stop::Exited((0, sig as u32))),
-            WaitStatus::Stopped(_, sig) => Ok(Stop::Signal(sig as i32)),
-            WaitStatus::PtraceEvent(..) => Ok(Stop::Other("an unexpected ptrace event")),
-            _ => Ok(Stop::Other("an unexpected stop")),
-        }
+            WaitStatus::PtraceSyscall(_) => {
+                Stop::SyscallEntry(sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?)
+            }
+            WaitStatus::Exited(_, code) => Stop::Exited((code, 0)),
+            WaitStatus::Signaled(_, sig, _) => Stop::Exited((0, sig as u32)),
+            WaitStatus::Stopped(_, sig) => Stop::Signal(sig as i32),
+            WaitStatus::PtraceEvent(..) => Stop::Other("an unexpected ptrace event"),
+            _ => Stop::Other("an unexpected stop"),
+        })
     }
 
     /// After a timeout the thread sits in a SIGSTOP signal-delivery-stop,
@@ -514,16 +520,7 @@ impl Driver {
                         return Ok(Stop::Timeout);
                     }
                 }
-                WaitStatus::PtraceSyscall(_) => {
-                    return Ok(Stop::SyscallEntry(
-                        sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?,
-                    ))
-                }
-                WaitStatus::StillAlive => return Ok(Stop::Timeout),
-                WaitStatus::Exited(_, code) => return Ok(Stop::Exited((code, 0))),
-                WaitStatus::Signaled(_, sig, _) => return Ok(Stop::Exited((0, sig as u32))),
-                WaitStatus::Stopped(_, sig) => return Ok(Stop::Signal(sig as i32)),
-                _ => return Ok(Stop::Other("an unexpected stop")),
+                other => return self.stop_of(tid, other),
             }
         }
     }
@@ -555,16 +552,7 @@ impl Driver {
                         return Ok(Stop::Timeout);
                     }
                 }
-                WaitStatus::PtraceSyscall(_) => {
-                    return Ok(Stop::SyscallEntry(
-                        sys::getregs(tid).map_err(err("PTRACE_GETREGS", tid))?,
-                    ))
-                }
-                WaitStatus::StillAlive => return Ok(Stop::Timeout),
-                WaitStatus::Exited(_, code) => return Ok(Stop::Exited((code, 0))),
-                WaitStatus::Signaled(_, sig, _) => return Ok(Stop::Exited((0, sig as u32))),
-                WaitStatus::Stopped(_, sig) => return Ok(Stop::Signal(sig as i32)),
-                _ => return Ok(Stop::Other("an unexpected stop")),
+                other => return self.stop_of(tid, other),
             }
         }
     }
