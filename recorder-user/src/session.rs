@@ -21,7 +21,7 @@ use tracelog::{Event, EventKind, Meta, SignalPhase, TraceState, TraceWriter, Wri
 
 use crate::{
     assemble::Assembler,
-    decode::decode,
+    decode::{decode, Record},
     order::Orderer,
     probe::{Probe, RingSizes},
     supervisor::{Report, Supervisor, SupervisorOptions},
@@ -714,15 +714,33 @@ fn drain(
     writer: &mut TraceWriter,
     now: u64,
 ) -> Result<(), RecordError> {
-    for (i, ring) in rings.iter_mut().enumerate() {
+    // rings[0] is the lifecycle ring (`Probe::take_rings`).
+    let Some((life, data)) = rings.split_first_mut() else {
+        return Ok(());
+    };
+    drain_ring(life, 0, st);
+    for (j, ring) in data.iter_mut().enumerate() {
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(rec) => st.assembler.feed(rec, &mut st.batch),
+                Ok(rec) => {
+                    if matches!(&rec, Record::Syscall(s)
+                        if (s.nr == nr::EXECVE || s.nr == nr::EXECVEAT) && s.ret == 0)
+                    {
+                        // The exec's path went to the lifecycle ring before
+                        // this record was written (same thread, earlier
+                        // tracepoint): take it first, or the exec would be
+                        // named by its argv[0].
+                        let batch = std::mem::take(&mut st.batch);
+                        drain_ring(life, 0, st);
+                        st.batch = batch;
+                    }
+                    st.assembler.feed(rec, &mut st.batch)
+                }
                 Err(_) => st.assembler.malformed += 1,
             }
         }
         for e in st.batch.drain(..) {
-            st.orderer.push(i, e);
+            st.orderer.push(j + 1, e);
         }
     }
     let mut orderer = std::mem::take(&mut st.orderer);
@@ -753,6 +771,20 @@ fn drain(
         }
     }
     result.map_err(RecordError::from)
+}
+
+/// Feeds what `ring` holds to the assembler, then its events to the
+/// orderer as `source`.
+fn drain_ring(ring: &mut RingBuf<MapData>, source: usize, st: &mut State) {
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(rec) => st.assembler.feed(rec, &mut st.batch),
+            Err(_) => st.assembler.malformed += 1,
+        }
+    }
+    for e in st.batch.drain(..) {
+        st.orderer.push(source, e);
+    }
 }
 
 fn finalise(
