@@ -317,6 +317,14 @@ async fn record_inner(
             end_reason = "the target exited".to_string();
             break;
         }
+        // The command is reaped and no thread of the tree is left in /proc:
+        // every event it made is in the rings (a thread's records are
+        // committed before its /proc entry goes), so the final drain can
+        // release them without waiting out the orderer's hold.
+        if launch && child_status.is_some() && state.live.iter().all(|t| !sys::process_exists(*t)) {
+            end_reason = "the target exited".to_string();
+            break;
+        }
         if reaped_at.is_some_and(|t| t.elapsed() > EXIT_GRACE) {
             end_reason = if state.live.iter().any(|t| sys::process_exists(*t)) {
                 "the command exited; stopped waiting for its remaining descendants".to_string()
