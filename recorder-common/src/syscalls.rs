@@ -481,6 +481,7 @@ pub mod nr {
     pub const EXIT: u32 = 60;
     pub const FUTEX: u32 = 202;
     pub const EXIT_GROUP: u32 = 231;
+    pub const RESTART_SYSCALL: u32 = 219;
     pub const EXECVEAT: u32 = 322;
     pub const CLONE3: u32 = 435;
 }

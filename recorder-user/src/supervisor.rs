@@ -68,6 +68,27 @@ const ARENA_KEEP: usize = 256 << 20;
 /// cut that follows.
 const CUT_ROOM: usize = 32 << 20;
 
+/// How long a checkpoint may wait for a thread that is alone in running
+/// its own code to make a syscall (see `Deferred`). Nothing is stopped
+/// meanwhile; only the epoch grows. Invariant: well above any epoch length
+/// users pick for replay, so that a program computing for a few seconds
+/// between syscalls still gets its cut at one.
+const LONE_WAIT: Duration = Duration::from_secs(10);
+
+/// A checkpoint put off because the only thread running was in its own
+/// code: a cut there is one replay can only find by stopping at every pass
+/// of a loop. Everything runs on; that thread stops at its next syscall
+/// entry, and the checkpoint is taken at once, cut at that entry.
+#[derive(Debug)]
+struct Deferred {
+    tid: u32,
+    reason: String,
+    /// The checkpoint is cut where the thread is by then.
+    until: Instant,
+    /// The thread is stopped at its syscall entry.
+    arrived: bool,
+}
+
 /// Threads of the checkpoint being taken that were caught in user code and
 /// are moving to their next syscall entry
 /// ([`SupervisorOptions::cut_at_syscall`]).
@@ -82,6 +103,25 @@ struct CutSync {
     /// Caught as a signal handler starts: left there (replay delivers the
     /// signal and stops at the handler's entry).
     delivered: HashSet<u32>,
+    /// Caught in their own code (whether or not they ran on).
+    in_user: HashSet<u32>,
+    /// Cut at a syscall entry they ran on to.
+    backed_out: HashSet<u32>,
+}
+
+impl CutSync {
+    /// The one thread that was running its own code at this cut and is
+    /// still there, when no other thread was running at all.
+    fn lone_in_user(&self) -> Option<u32> {
+        match (
+            self.in_user.len(),
+            self.backed_out.is_empty(),
+            self.delivered.is_empty(),
+        ) {
+            (1, true, true) => self.in_user.iter().next().copied(),
+            _ => None,
+        }
+    }
 }
 
 /// When checkpoints are taken.
@@ -390,6 +430,7 @@ struct State {
     /// Processes kept on one CPU as they start (`STARTUP_PIN`): pid → until
     /// when, and the CPUs they may use otherwise.
     pinned: HashMap<u32, (Instant, nix::sched::CpuSet)>,
+    deferred: Option<Deferred>,
 }
 
 impl State {
@@ -423,6 +464,7 @@ impl State {
             sync: CutSync::default(),
             early_sink: None,
             pinned: HashMap::new(),
+            deferred: None,
         }
     }
 
@@ -470,7 +512,11 @@ impl State {
             }
             throttled = self.release_throttled();
             if self.next_due.is_some_and(|t| Instant::now() >= t) && !self.tracees.is_empty() {
-                self.checkpoint("timer");
+                let reason = self
+                    .deferred
+                    .as_ref()
+                    .map_or_else(|| "timer".to_string(), |d| d.reason.clone());
+                self.checkpoint(&reason);
             }
             if ready {
                 if !busy {
@@ -592,6 +638,15 @@ impl State {
 
     /// Normal running: keep every tracee going, note births and deaths.
     fn handle(&mut self, status: WaitStatus) {
+        if let Some(d) = self.deferred.as_mut() {
+            let other = !matches!(status, WaitStatus::PtraceSyscall(_));
+            if other && status.pid().is_some_and(|p| p.as_raw() as u32 == d.tid) && !d.arrived {
+                // Anything else (a signal, an exit, an event) ends the wait:
+                // resuming it drops the stop at its next syscall.
+                d.until = Instant::now();
+                self.next_due = Some(d.until);
+            }
+        }
         match status {
             WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _) => {
                 let tid = p.as_raw() as u32;
@@ -653,7 +708,20 @@ impl State {
                 let _ = pt::cont(tid, deliver.then_some(sig));
             }
             WaitStatus::PtraceSyscall(p) => {
-                let _ = pt::cont(p.as_raw() as u32, None);
+                let tid = p.as_raw() as u32;
+                match self.deferred.as_mut() {
+                    Some(d) if d.tid == tid => {
+                        // The cut the checkpoint waited for: take it now.
+                        d.arrived = true;
+                        if let Some(t) = self.tracees.get_mut(&tid) {
+                            t.stop = Some(Stop::Event);
+                        }
+                        self.next_due = Some(Instant::now());
+                    }
+                    _ => {
+                        let _ = pt::cont(tid, None);
+                    }
+                }
             }
             _ => {}
         }
@@ -989,7 +1057,8 @@ impl State {
             }
             WaitStatus::PtraceSyscall(p) => {
                 let tid = p.as_raw() as u32;
-                if self.sync.running.remove(&tid).is_some() && self.back_out(tid) {
+                let awaited = self.deferred.as_ref().is_some_and(|d| d.tid == tid);
+                if (self.sync.running.remove(&tid).is_some() || awaited) && self.back_out(tid) {
                     return vec![];
                 }
                 if let Some(t) = self.tracees.get_mut(&tid) {
@@ -1006,12 +1075,17 @@ impl State {
     /// entry ([`SupervisorOptions::cut_at_syscall`]). True if it is running
     /// again.
     fn run_to_syscall(&mut self, tid: u32) -> bool {
-        if self.sync.until.is_none_or(|d| Instant::now() >= d) || self.sync.delivered.contains(&tid)
-        {
+        if self.sync.delivered.contains(&tid) {
             return false;
         }
         // orig_rax -1: not inside (or just out of) a syscall.
         if !pt::getregs(tid).is_ok_and(|r| r.orig_rax == u64::MAX) {
+            return false;
+        }
+        self.sync.in_user.insert(tid);
+        if self.sync.until.is_none_or(|d| Instant::now() >= d)
+            || self.sync.running.contains_key(&tid)
+        {
             return false;
         }
         // Skipping a syscall (-1) under a seccomp filter can kill: a filter
@@ -1065,6 +1139,7 @@ impl State {
         r.rax = ERESTARTNOINTR as u64;
         let _ = pt::setregs(tid, r);
         self.pause(tid, false);
+        self.sync.backed_out.insert(tid);
         true
     }
 
@@ -1294,9 +1369,18 @@ impl State {
             until: (!self.opts.cut_at_syscall.is_zero()).then(|| t0 + self.opts.cut_at_syscall),
             ..CutSync::default()
         };
+        if let Some(d) = self.deferred.as_mut().filter(|d| d.arrived) {
+            // Waited for: the cut goes at the entry it stopped at.
+            d.arrived = false;
+            let tid = d.tid;
+            if let Some(t) = self.tracees.get_mut(&tid) {
+                t.stop = None;
+            }
+            self.back_out(tid);
+        }
         let all: Vec<u32> = self.tracees.keys().copied().collect();
         for &tid in &all {
-            if self.tracees[&tid].stop.is_none() {
+            if self.tracees[&tid].stop.is_none() && !self.sync.backing_out.contains_key(&tid) {
                 let _ = pt::interrupt(tid);
             }
         }
@@ -1334,10 +1418,52 @@ impl State {
             self.resume_all();
             // Retry soon rather than after a whole epoch.
             self.next_due = Some(Instant::now() + Duration::from_millis(2));
+            self.deferred = None;
             return;
         }
+        if self.defer(reason) {
+            return;
+        }
+        self.deferred = None;
         self.checkpoint_stopped(reason, t0);
         self.resume_all();
+    }
+
+    /// Everything is stopped for a cut, but the one thread that was running
+    /// is still in its own code: puts the checkpoint off until that thread
+    /// makes a syscall (`Deferred`), at most until `LONE_WAIT` after the
+    /// first attempt. Only epoch cuts (a start or an exec is cut where it
+    /// is), and not under seccomp (see `run_to_syscall`). True if put off:
+    /// everything runs again.
+    fn defer(&mut self, reason: &str) -> bool {
+        if self.opts.cut_at_syscall.is_zero() || !matches!(reason, "timer" | "events") {
+            return false;
+        }
+        let Some(tid) = self.sync.lone_in_user() else {
+            return false;
+        };
+        let now = Instant::now();
+        let until = self.deferred.as_ref().map_or(now + LONE_WAIT, |d| d.until);
+        if now >= until || sys::seccomp_mode(tid) != Some(0) {
+            return false;
+        }
+        let Some(t) = self.tracees.get_mut(&tid) else {
+            return false;
+        };
+        t.stop = None;
+        self.resume_all();
+        if pt::to_syscall(tid).is_err() {
+            let _ = pt::cont(tid, None);
+            return false;
+        }
+        self.deferred = Some(Deferred {
+            tid,
+            reason: reason.to_string(),
+            until,
+            arrived: false,
+        });
+        self.next_due = Some(until);
+        true
     }
 
     /// Epochs start every `epoch` from the previous due time, not from when

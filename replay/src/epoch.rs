@@ -27,7 +27,10 @@ use crate::{
 };
 
 /// How long a thread may run without reaching a syscall before the replay
-/// gives up on the epoch (a spin loop waiting for another thread).
+/// gives up on the epoch (a spin loop waiting for another thread), beyond
+/// twice what the same stretch took in the recording (`Run::slice`): a
+/// recorder may wait seconds for a computing thread's next syscall to cut
+/// an epoch there.
 pub const TIME_SLICE: Duration = Duration::from_secs(2);
 
 /// The first point where the replay left the recording.
@@ -475,21 +478,25 @@ fn trace_pid_of(logs: &HashMap<u32, Log>, tid: u32) -> Option<u32> {
         .map(|(&p, _)| p)
 }
 
-/// Threads switch at syscalls, and what a thread did before a syscall
-/// happened before the syscall *entered* — a blocking call (a futex wait, a
-/// read) returns much later than it starts. So syscalls are replayed in the
-/// order they entered: a waiter has registered itself before its waker runs,
-/// as in the recording. (Results come from the log either way.)
-fn schedule_by_entry(order: &mut VecDeque<Event>) {
-    let key = |e: &Event| match &e.kind {
+/// When event `e` began: a syscall's entry, else when it was logged.
+fn entered(e: &Event) -> u64 {
+    match &e.kind {
         EventKind::Syscall(s)
             if s.flags & tracelog::SYSCALL_ENTER_UNSEEN == 0 && s.enter_ns != 0 =>
         {
             s.enter_ns
         }
         _ => e.time_ns,
-    };
-    order.make_contiguous().sort_by_key(key);
+    }
+}
+
+/// Threads switch at syscalls, and what a thread did before a syscall
+/// happened before the syscall *entered* — a blocking call (a futex wait, a
+/// read) returns much later than it starts. So syscalls are replayed in the
+/// order they entered: a waiter has registered itself before its waker runs,
+/// as in the recording. (Results come from the log either way.)
+fn schedule_by_entry(order: &mut VecDeque<Event>) {
+    order.make_contiguous().sort_by_key(entered);
 }
 
 /// A new thread can run (and be logged) before the clone that made it
@@ -538,8 +545,15 @@ struct Run<'a> {
     /// epoch.
     last_of_thread: bool,
     last_of_process: bool,
+    /// The syscall being handled, if interrupted, is restarted by the
+    /// thread's next event with no signal in between.
+    restarted_plainly: bool,
     /// Where threads run ahead stopped (live tid).
     prerun: HashMap<u32, Stop>,
+    /// When the epoch began, and when each thread's last event handled
+    /// ended (recorded tid; monotonic ns of the recording).
+    start_ns: u64,
+    last_ns: HashMap<u32, u64>,
     exit_status: Option<(i32, u32)>,
     /// Logs of the epoch's other processes, for children forked here.
     logs: HashMap<u32, Log>,
@@ -586,7 +600,10 @@ impl<'a> Run<'a> {
             siginfos: HashMap::new(),
             last_of_thread: false,
             last_of_process: false,
+            restarted_plainly: false,
             prerun: HashMap::new(),
+            start_ns: 0,
+            last_ns: HashMap::new(),
             exit_status: None,
             logs: HashMap::new(),
             next: None,
@@ -635,6 +652,13 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// How long recorded thread `tid` may run to reach what it reached at
+    /// `until_ns` in the recording, from its last event handled.
+    fn slice(&self, tid: u32, until_ns: u64) -> Duration {
+        let since = self.last_ns.get(&tid).copied().unwrap_or(self.start_ns);
+        TIME_SLICE + Duration::from_nanos(until_ns.saturating_sub(since)) * 2
+    }
+
     fn live_tid(&self, tid: u32) -> Option<u32> {
         self.live.tids.get(&tid).copied()
     }
@@ -656,6 +680,7 @@ impl<'a> Run<'a> {
             .trace
             .checkpoint(epoch)
             .map_err(|source| ReplayError::Trace { epoch, source })?;
+        self.start_ns = cp.time_ns;
         if let Some(p) = cp.processes.iter().find(|p| p.pid == self.pid) {
             for f in &p.fds {
                 self.fds.insert(f.fd as i64, f.path.clone());
@@ -733,9 +758,11 @@ impl<'a> Run<'a> {
                 self.drv.tgkill(tid, sig as i32)?;
                 sent.push(sig as i32);
             }
+            let slice = self.slice(e.tid, entered(&e));
+            self.last_ns.insert(e.tid, e.time_ns);
             let mut stop = match (sent.is_empty(), self.prerun.remove(&tid)) {
                 (true, Some(stop)) => stop,
-                _ => self.drv.run_to_syscall(tid, TIME_SLICE)?,
+                _ => self.drv.run_to_syscall(tid, slice)?,
             };
             while let Stop::Signal(sig) = stop {
                 let Some(i) = sent.iter().position(|&s| s == sig) else {
@@ -772,8 +799,13 @@ impl<'a> Run<'a> {
             }
             match stop {
                 Stop::SyscallEntry(regs) => {
-                    self.last_of_thread = !order.iter().any(|n| n.tid == e.tid);
+                    let next = order.iter().find(|n| n.tid == e.tid);
+                    self.last_of_thread = next.is_none();
                     self.last_of_process = order.is_empty();
+                    self.restarted_plainly = next.is_some_and(|n| {
+                        !signals.contains_key(&n.seq)
+                            && matches!(&n.kind, EventKind::Syscall(s) if s.nr == nr::RESTART_SYSCALL || s.nr == sc.nr)
+                    });
                     if !self.syscall(&e, sc, tid, regs)? {
                         return Ok(false);
                     }
@@ -781,12 +813,12 @@ impl<'a> Run<'a> {
                     // to its next syscall now, so what it does between
                     // syscalls (an uncontended unlock, say) is visible to the
                     // others, as it was when they ran at the same time.
-                    if self.eager
-                        && !self.at_cut.contains(&e.tid)
-                        && order.iter().any(|n| n.tid == e.tid)
-                    {
-                        let next = self.drv.run_to_syscall(tid, TIME_SLICE)?;
-                        self.prerun.insert(tid, next);
+                    if let Some(n) = order.iter().find(|n| n.tid == e.tid) {
+                        if self.eager && !self.at_cut.contains(&e.tid) {
+                            let slice = self.slice(e.tid, entered(n));
+                            let next = self.drv.run_to_syscall(tid, slice)?;
+                            self.prerun.insert(tid, next);
+                        }
                     }
                 }
                 Stop::Reached => {}
@@ -797,7 +829,7 @@ impl<'a> Run<'a> {
                             "the process exited".to_string()
                         }
                         Stop::Signal(sig) => format!("signal {sig}"),
-                        Stop::Timeout => format!("no syscall within {} s: the thread spins, waiting for another thread (preempted)", TIME_SLICE.as_secs()),
+                        Stop::Timeout => format!("no syscall within twice the recorded time plus {} s: the thread spins, waiting for another thread (preempted)", TIME_SLICE.as_secs()),
                         Stop::Other(what) => what.to_string(),
                         Stop::SyscallEntry(_) | Stop::Reached => unreachable!("handled above"),
                     };
@@ -1005,6 +1037,23 @@ impl<'a> Run<'a> {
             // Interrupted by the recorder's checkpoint: the thread stays at
             // this syscall (the cut), as it did in the recording.
             self.at_cut.push(e.tid);
+            return Ok(true);
+        }
+        if sc.ret < 0 && (-516..=-512).contains(&sc.ret) && self.restarted_plainly {
+            // Interrupted with no handler to run (a stop, the recorder
+            // stopping the tree for a checkpoint it then put off): the
+            // kernel re-ran the `syscall` instruction, as restart_syscall
+            // for -ERESTART_RESTARTBLOCK. Replay skipped the call, so it
+            // does the same.
+            const ERESTART_RESTARTBLOCK: i64 = -516;
+            let mut r = regs;
+            r.rip -= 2;
+            r.rax = if sc.ret == ERESTART_RESTARTBLOCK {
+                nr::RESTART_SYSCALL as u64
+            } else {
+                sc.nr as u64
+            };
+            self.drv.set_regs(tid, r)?;
             return Ok(true);
         }
         if sc.ret < 0 && (-516..=-512).contains(&sc.ret) {
@@ -1524,7 +1573,10 @@ impl<'a> Run<'a> {
                 if self.at_cut.contains(&t.tid) {
                     continue;
                 }
-                match self.drv.run_to_syscall(tid, TIME_SLICE)? {
+                match self
+                    .drv
+                    .run_to_syscall(tid, self.slice(t.tid, cp.time_ns))?
+                {
                     Stop::SyscallEntry(_) => {}
                     other => self.diverge(
                         None,
