@@ -145,7 +145,11 @@ pub struct RecordArgs {
     /// of the target stays stopped meanwhile). Replay finds such a cut by
     /// running to the syscall; a cut in the middle of a loop it must find
     /// with a breakpoint hit on every iteration, or may not find at all.
-    /// `0`: cut every thread where it is caught (the shortest stop).
+    /// When that thread is the only one running (every other one blocked in
+    /// a syscall), nothing needs to wait for it: the checkpoint is put off,
+    /// with everything running, until its next syscall (at most 10 s; the
+    /// epoch is that much longer). `0`: cut every thread where it is caught
+    /// (the shortest stop), never put off.
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_cut_wait)]
     pub cut_at_syscall: std::time::Duration,
 

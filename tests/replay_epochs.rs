@@ -143,6 +143,37 @@ fn replay_real_programs() {
     }
 }
 
+/// Programs that compute for longer than an epoch between syscalls (bc
+/// working out digits of pi, bzip2 sorting a block): the checkpoint waits
+/// for the computing thread's next syscall, so every cut is one replay can
+/// reach by running there (a cut inside the loop it could not find).
+#[test]
+fn replay_long_computations() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pi.bc");
+    std::fs::write(&script, "scale=1400; 4*a(1)\nquit\n").unwrap();
+    let input = dir.path().join("in.txt");
+    let text: String = (0..300_000)
+        .map(|i: u64| format!("{} {}\n", i.wrapping_mul(2_654_435_761) % 1_000_003, i % 97))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    for cmd in [
+        vec!["bc", "-l", script.to_str().unwrap()],
+        vec!["bzip2", "-c", input.to_str().unwrap()],
+    ] {
+        let r = record_and_verify("50ms", &cmd);
+        let (user, entry) = cut_places(&r);
+        assert!(
+            user == 0 && entry > 0,
+            "{cmd:?}: {user} threads cut in user code, {entry} at a syscall entry"
+        );
+    }
+}
+
 /// Checkpoints made by write tracking (only the pages written since the
 /// previous cut, copied while stopped) restore and verify like forked ones.
 #[test]

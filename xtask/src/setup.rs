@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("sqlite3", "sqlite3"),
     ("zstd", "zstd"),
     ("xz", "xz-utils"),
+    ("bzip2", "bzip2"),
+    ("bc", "bc"),
     ("make", "make"),
     ("gcc", "gcc"),
     ("/usr/bin/python3", "python3"),
