@@ -160,6 +160,28 @@ impl Driver {
         self.classify(tid, slice)
     }
 
+    /// Runs `tid` until it writes the 4 bytes at `addr` (then
+    /// `Stop::Reached`, right after the writing instruction) or stops
+    /// otherwise, at a syscall entry say (which it does not make).
+    pub fn run_until_write(
+        &self,
+        tid: u32,
+        addr: u64,
+        slice: Duration,
+    ) -> Result<Stop, ReplayError> {
+        sys::hw_watch(tid, Some(addr)).map_err(err("setting a debug register", tid))?;
+        let stop = match self.run_to_syscall(tid, slice)? {
+            Stop::Signal(libc::SIGTRAP)
+                if sys::hw_watch_hit(tid).map_err(err("reading DR6", tid))? =>
+            {
+                Stop::Reached
+            }
+            other => other,
+        };
+        sys::hw_watch(tid, None).map_err(err("clearing a debug register", tid))?;
+        Ok(stop)
+    }
+
     fn classify(&self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
         let st = self.wait(tid, slice)?;
         self.stop_of(tid, st)

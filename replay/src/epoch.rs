@@ -65,9 +65,22 @@ pub struct ProcessOutcome {
     /// The epoch ended, for this process, at an exec (checked up to it; the
     /// new image is the next checkpoint's, replayed from there).
     pub ended_at_exec: bool,
+    /// Futex calls that changed nothing in the recording (a wait that
+    /// returned EAGAIN, a wake that woke nobody) the serial run did not
+    /// make, and such wakes it made that the recording did not: timing,
+    /// not a divergence (the epoch is still checked against the next
+    /// checkpoint).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub futex_noops_dropped: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub futex_noops_added: u64,
     /// Processes it created during the epoch, replayed from their birth.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ProcessOutcome>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ProcessOutcome {
@@ -92,6 +105,8 @@ impl ProcessOutcome {
             notes: Vec::new(),
             skipped: None,
             ended_at_exec: false,
+            futex_noops_dropped: 0,
+            futex_noops_added: 0,
             children: Vec::new(),
         }
     }
@@ -478,6 +493,45 @@ fn trace_pid_of(logs: &HashMap<u32, Log>, tid: u32) -> Option<u32> {
         .map(|(&p, _)| p)
 }
 
+const FUTEX_CMD: u64 = 0x7f;
+const FUTEX_WAIT_OPS: [u64; 2] = [0, 9]; // FUTEX_WAIT, FUTEX_WAIT_BITSET
+const FUTEX_WAKE_OPS: [u64; 2] = [1, 10]; // FUTEX_WAKE, FUTEX_WAKE_BITSET
+
+/// Whether the thread stopped at `regs` makes the call `sc` (futex: by
+/// the word, operation and value; it ignores the other registers).
+fn same_call(regs: &Regs, sc: &Syscall) -> bool {
+    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+    let n = if sc.nr == nr::FUTEX {
+        3
+    } else {
+        sc.args.as_slice().len()
+    };
+    regs.orig_rax as u32 == sc.nr && args[..n] == sc.args.as_slice()[..n]
+}
+
+/// A futex call that changed nothing: a wait that returned at once (the
+/// word had moved on: EAGAIN) or a wake that woke nobody. Whether a thread
+/// makes one depends on how its lock attempts and releases fell against
+/// the other threads' in time, which the serial run does not repeat.
+fn noop_futex(sc: &Syscall) -> bool {
+    const EAGAIN: i64 = -11;
+    let a = sc.args.as_slice();
+    sc.nr == nr::FUTEX
+        && a.len() >= 2
+        && ((FUTEX_WAIT_OPS.contains(&(a[1] & FUTEX_CMD)) && sc.ret == EAGAIN)
+            || (FUTEX_WAKE_OPS.contains(&(a[1] & FUTEX_CMD)) && sc.ret == 0))
+}
+
+/// The thread stopped at `regs` is about to make a futex wait.
+fn is_futex_wait(regs: &Regs) -> bool {
+    regs.orig_rax as u32 == nr::FUTEX && FUTEX_WAIT_OPS.contains(&(regs.rsi & FUTEX_CMD))
+}
+
+/// The thread stopped at `regs` is about to make a futex wake.
+fn is_futex_wake(regs: &Regs) -> bool {
+    regs.orig_rax as u32 == nr::FUTEX && FUTEX_WAKE_OPS.contains(&(regs.rsi & FUTEX_CMD))
+}
+
 /// When event `e` began: a syscall's entry, else when it was logged.
 fn entered(e: &Event) -> u64 {
     match &e.kind {
@@ -762,7 +816,10 @@ impl<'a> Run<'a> {
             self.last_ns.insert(e.tid, e.time_ns);
             let mut stop = match (sent.is_empty(), self.prerun.remove(&tid)) {
                 (true, Some(stop)) => stop,
-                _ => self.drv.run_to_syscall(tid, slice)?,
+                _ => {
+                    self.hold_lock_for(&e, &order, &signals)?;
+                    self.drv.run_to_syscall(tid, slice)?
+                }
             };
             while let Stop::Signal(sig) = stop {
                 let Some(i) = sent.iter().position(|&s| s == sig) else {
@@ -797,6 +854,38 @@ impl<'a> Run<'a> {
                 }
                 continue;
             }
+            // Futex calls that changed nothing (see `noop_futex`) come and go
+            // with timing: a wake the recording did not make is answered
+            // "woke nobody"; a lock wait it did not make is answered "the
+            // word moved on" (EAGAIN) once the lock's holder has let go
+            // (`release_lock`); one the recording made that did nothing is
+            // dropped if the thread does not make it.
+            let mut extra = 0;
+            while let Stop::SyscallEntry(regs) = stop {
+                if same_call(&regs, sc) || extra == 8 {
+                    break;
+                }
+                let ret = if is_futex_wake(&regs) {
+                    0
+                } else if is_futex_wait(&regs)
+                    && self.move_word(e.tid, regs.rdi, regs.rdx as u32, &order, &signals)?
+                {
+                    -11 // EAGAIN
+                } else {
+                    break;
+                };
+                extra += 1;
+                self.out.futex_noops_added += 1;
+                self.drv.emulate(tid, ret)?;
+                stop = self.drv.run_to_syscall(tid, slice)?;
+            }
+            if let Stop::SyscallEntry(regs) = stop {
+                if !same_call(&regs, sc) && noop_futex(sc) {
+                    self.out.futex_noops_dropped += 1;
+                    self.prerun.insert(tid, stop);
+                    continue;
+                }
+            }
             match stop {
                 Stop::SyscallEntry(regs) => {
                     let next = order.iter().find(|n| n.tid == e.tid);
@@ -815,6 +904,7 @@ impl<'a> Run<'a> {
                     // others, as it was when they ran at the same time.
                     if let Some(n) = order.iter().find(|n| n.tid == e.tid) {
                         if self.eager && !self.at_cut.contains(&e.tid) {
+                            self.hold_lock_for(n, &order, &signals)?;
                             let slice = self.slice(e.tid, entered(n));
                             let next = self.drv.run_to_syscall(tid, slice)?;
                             self.prerun.insert(tid, next);
@@ -844,6 +934,146 @@ impl<'a> Run<'a> {
             }
         }
         Ok(true)
+    }
+
+    /// Before a thread runs to a lock's wait: in the recording another
+    /// thread held the lock when this one tried it, but in the serial run
+    /// that thread may not have taken it yet (an uncontended acquisition
+    /// is user code, no syscall). Event `e` is a futex wait with the value
+    /// 2 ("locked, with waiters": glibc's and Rust's mutexes) on a word that
+    /// is 0 (free) now: the thread whose wake on that word comes next in
+    /// the log is run until it writes the word (a hardware watchpoint), at
+    /// most a few writes, and left there, holding the lock; it goes on
+    /// from there at its turn. Should it reach a syscall first, it waits
+    /// there as if run ahead.
+    fn hold_lock_for(
+        &mut self,
+        e: &Event,
+        order: &VecDeque<Event>,
+        signals: &HashMap<u64, Vec<u32>>,
+    ) -> Result<(), ReplayError> {
+        const WAIT: [u64; 2] = FUTEX_WAIT_OPS;
+        const WAKE: [u64; 2] = FUTEX_WAKE_OPS;
+        let futex = |e: &Event, ops: &[u64]| -> Option<(u64, u64)> {
+            match &e.kind {
+                EventKind::Syscall(s) if s.nr == nr::FUTEX => {
+                    let a = s.args.as_slice();
+                    (a.len() >= 3 && ops.contains(&(a[1] & FUTEX_CMD))).then(|| (a[0], a[2]))
+                }
+                _ => None,
+            }
+        };
+        let Some((word, 2)) = futex(e, &WAIT) else {
+            return Ok(());
+        };
+        // One that returned at once (EAGAIN) saw the lock free by the time
+        // it called: its holder let go before, nothing to stage.
+        if matches!(&e.kind, EventKind::Syscall(s) if s.ret == -11) {
+            return Ok(());
+        }
+        let free = |run: &Self| {
+            let mut b = [0u8; 4];
+            run.live
+                .read_memory(word, &mut b)
+                .is_ok_and(|n| n == 4 && u32::from_ne_bytes(b) == 0)
+        };
+        if !free(self) {
+            return Ok(());
+        }
+        let Some(holder) = order
+            .iter()
+            .find(|n| n.tid != e.tid && futex(n, &WAKE).is_some_and(|(w, _)| w == word))
+            .map(|n| n.tid)
+        else {
+            return Ok(());
+        };
+        let Some(next) = order.iter().find(|n| n.tid == holder) else {
+            return Ok(());
+        };
+        let Some(tid) = self.live_tid(holder) else {
+            return Ok(());
+        };
+        if signals.contains_key(&next.seq)
+            || self.at_cut.contains(&holder)
+            || self.prerun.contains_key(&tid)
+        {
+            return Ok(());
+        }
+        let slice = self.slice(holder, entered(next));
+        for _ in 0..4 {
+            let st = self.drv.run_until_write(tid, word, slice)?;
+            match st {
+                Stop::Reached if free(self) => continue,
+                Stop::Reached => break,
+                other => {
+                    self.prerun.insert(tid, other);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A thread (recorded `waiter`) makes a futex wait on `word` (while it
+    /// holds `val`) that the recording does not have there: in the
+    /// recording another thread had moved the word on by then (released
+    /// the lock, posted the condition), in user code the serial run has not
+    /// run yet. The other threads are run on, each until it writes the
+    /// word or reaches its next syscall (where it waits its turn, as if run
+    /// ahead), until the word has moved: released (0) for a lock (the value
+    /// 2, "locked, with waiters", of glibc's and Rust's mutexes), any other
+    /// value otherwise. True if it has: the wait then returns EAGAIN, as
+    /// the kernel's would, and the thread checks again.
+    fn move_word(
+        &mut self,
+        waiter: u32,
+        word: u64,
+        val: u32,
+        order: &VecDeque<Event>,
+        signals: &HashMap<u64, Vec<u32>>,
+    ) -> Result<bool, ReplayError> {
+        let free = |run: &Self| {
+            let mut b = [0u8; 4];
+            run.live.read_memory(word, &mut b).is_ok_and(|n| {
+                let now = u32::from_ne_bytes(b);
+                n == 4 && if val == 2 { now == 0 } else { now != val }
+            })
+        };
+        let mut others: Vec<u32> = Vec::new();
+        for n in order {
+            if n.tid != waiter && !others.contains(&n.tid) {
+                others.push(n.tid);
+            }
+        }
+        for rec in others {
+            if free(self) {
+                break;
+            }
+            let Some(next) = order.iter().find(|n| n.tid == rec) else {
+                continue;
+            };
+            let Some(tid) = self.live_tid(rec) else {
+                continue;
+            };
+            if signals.contains_key(&next.seq)
+                || self.at_cut.contains(&rec)
+                || self.prerun.contains_key(&tid)
+            {
+                continue;
+            }
+            let slice = self.slice(rec, entered(next));
+            for _ in 0..4 {
+                match self.drv.run_until_write(tid, word, slice)? {
+                    Stop::Reached if free(self) => break,
+                    Stop::Reached => continue,
+                    other => {
+                        self.prerun.insert(tid, other);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(free(self))
     }
 
     /// Runs `tid` until it is in the state of recorded registers `regs`

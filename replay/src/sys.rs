@@ -266,6 +266,30 @@ pub fn hw_breakpoint(tid: u32, addr: Option<u64>) -> io::Result<()> {
     Ok(())
 }
 
+/// Arms (`Some(addr)`) or disarms (`None`) a watchpoint on writes to the
+/// 4 bytes at `addr` (4-aligned) in debug register 1 of `tid`: the thread
+/// stops with SIGTRAP right after the instruction that wrote there.
+pub fn hw_watch(tid: u32, addr: Option<u64>) -> io::Result<()> {
+    let dr = |i: usize| (DEBUGREG_OFFSET + i * 8) as ptrace::AddressType;
+    ptrace::write_user(pid(tid), dr(7), 0).map_err(io)?;
+    ptrace::write_user(pid(tid), dr(6), 0).map_err(io)?;
+    if let Some(addr) = addr {
+        ptrace::write_user(pid(tid), dr(1), addr as libc::c_long).map_err(io)?;
+        // L1 enabled; R/W1 = 01 (data writes), LEN1 = 11 (4 bytes).
+        const DR7_L1_WRITE_4: libc::c_long = (1 << 2) | (1 << 20) | (3 << 22);
+        ptrace::write_user(pid(tid), dr(7), DR7_L1_WRITE_4).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Whether the last SIGTRAP of `tid` came from the watchpoint of
+/// `hw_watch` (debug status register, bit B1).
+pub fn hw_watch_hit(tid: u32) -> io::Result<bool> {
+    let dr6 = ptrace::read_user(pid(tid), (DEBUGREG_OFFSET + 6 * 8) as ptrace::AddressType)
+        .map_err(io)?;
+    Ok(dr6 & 2 != 0)
+}
+
 /// Executes one instruction.
 pub fn step(tid: u32) -> io::Result<()> {
     ptrace::step(pid(tid), None).map_err(io)
