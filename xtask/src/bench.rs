@@ -10,11 +10,14 @@
 //! - `checkpoint`: how long a checkpoint stops the target by resident
 //!   memory, and the slowdown of a running workload by epoch length.
 //! - `replay`: replay time at `--jobs 1` and `--jobs 2` against native.
+//! - `threads`: how often the serial replay verifies real multithreaded
+//!   programs, and why the other epochs diverge.
 
 mod checkpoint;
 mod format;
 mod record;
 mod replay;
+mod threads;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,12 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Epochs verified on real multithreaded programs, and why not.
+    Threads {
+        /// Recordings per program.
+        #[arg(long, default_value_t = 3)]
+        recordings: usize,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
@@ -77,6 +86,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::Format { runs, events } => format::run(runs.max(1), events.max(1))?,
         Which::Checkpoint { runs, recordings } => checkpoint::run(runs.max(1), recordings.max(1))?,
         Which::Replay { runs } => replay::run(runs.max(1))?,
+        Which::Threads { recordings } => threads::run(recordings.max(1))?,
     }
     println!();
     println!("Total bench time: {:.0} s", started.elapsed().as_secs_f64());

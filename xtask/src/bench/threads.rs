@@ -1,0 +1,283 @@
+//! `cargo xtask bench threads`: how often the serial replay verifies the
+//! epochs of real multithreaded programs, and why the others diverge.
+//!
+//! Threads that hand data over in user code (an uncontended lock, an
+//! atomic flag) leave nothing in the log; the serial run can order that
+//! code differently from the recording (README, Limitations). This
+//! measures how often that bites, on programs nobody here wrote.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::checkpoint::{load_average, record_argv};
+use super::{argv, bench_dir, invocation, machine, shell_join, uniplay, workload};
+
+/// Why an epoch did not verify, from its report.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    epochs: u64,
+    verified: u64,
+    skipped: u64,
+    /// First divergence at a futex call (synchronisation order).
+    futex: u64,
+    /// A thread cut in a loop the replay could not reach.
+    not_reached: u64,
+    /// Every call matched, but memory or registers differ at the cut.
+    state: u64,
+    other: u64,
+    noops_added: u64,
+    noops_dropped: u64,
+}
+
+pub fn run(recordings: usize) -> Result<()> {
+    let dir = bench_dir();
+    fs::create_dir_all(&dir)?;
+    let text = dir.join("threads-input.txt");
+    let nums = dir.join("threads-numbers.txt");
+    let script = dir.join("threads-queue.py");
+    write_inputs(&text, &nums, &script)?;
+    let (text, nums, script) = (
+        shell_join(&[text.display().to_string()]),
+        shell_join(&[nums.display().to_string()]),
+        shell_join(&[script.display().to_string()]),
+    );
+    let toy = workload("threads")?.display().to_string();
+    let mild = workload("mild_threads")?.display().to_string();
+    let programs: Vec<(&str, &str, Vec<String>)> = vec![
+        (
+            "zstd, 2 worker threads",
+            "100ms",
+            argv(&["zstd", "-T2", "-6", "-c", "-q", &text]),
+        ),
+        (
+            "xz, 2 worker threads",
+            "100ms",
+            argv(&["xz", "-T2", "--block-size=500KiB", "-c", &text]),
+        ),
+        (
+            "sort, 2 threads",
+            "100ms",
+            argv(&["sort", "--parallel=2", "-S", "10M", &nums]),
+        ),
+        (
+            "python3, 3 threads and queues",
+            "100ms",
+            argv(&["/usr/bin/python3", &script]),
+        ),
+        ("tests/workloads/mild_threads.c", "40ms", argv(&[&mild])),
+        (
+            "tests/workloads/threads.c (contended)",
+            "40ms",
+            argv(&[&toy]),
+        ),
+    ];
+    let trace = dir.join("threads.trace");
+
+    println!("## bench threads");
+    println!();
+    println!(
+        "Command: `{}` ({recordings} recordings per program)",
+        invocation()
+    );
+    println!("Machine: {} ({})", machine(), load_average());
+    println!();
+    println!(
+        "Each program is recorded {recordings} times (`{}`) and every recording replayed with \
+         `uniplay replay TRACE --jobs 1 --json`. Inputs: `{text}` (3 MB of text), `{nums}` \
+         (200,000 numbers), `{script}` (3 threads squaring ranges from a `queue.Queue`).",
+        shell_join(&record_argv(&trace, &["--epoch", "E"], &argv(&["CMD"])))
+    );
+    println!();
+    println!("| program | epoch | epochs | verified | futex order | not reached | state at the cut | other | skipped | futex no-ops added / dropped |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, epoch, cmd) in &programs {
+        let mut sum = Tally::default();
+        for i in 0..recordings {
+            eprintln!("xtask: {name}: recording {}", i + 1);
+            record(&trace, epoch, cmd)?;
+            add(&mut sum, &replay(&trace)?);
+        }
+        let Tally {
+            epochs,
+            verified,
+            skipped,
+            futex,
+            not_reached,
+            state,
+            other,
+            noops_added,
+            noops_dropped,
+        } = sum;
+        let pct = if epochs == 0 {
+            0.0
+        } else {
+            100.0 * verified as f64 / epochs as f64
+        };
+        println!(
+            "| {name}: `{}` | {epoch} | {epochs} | {verified} ({pct:.0}%) | {futex} | {not_reached} | {state} | {other} | {skipped} | {noops_added} / {noops_dropped} |",
+            shell_join(cmd)
+        );
+    }
+    println!();
+    println!(
+        "Columns after `verified` count the epochs that did not verify by their first divergence: \
+         at a futex call (the serial run ordered the threads' lock and condition-variable work \
+         differently), a thread cut in a loop the replay could not find in time (\"not reached\"), \
+         all calls matched but memory or registers differ at the next checkpoint, or anything else. \
+         Futex no-ops: futex calls that changed nothing (a wake of nobody, a wait answered EAGAIN) \
+         that the replay made without the recording, or the recording made without the replay; \
+         they are timing, not divergences (README, Replaying)."
+    );
+    Ok(())
+}
+
+fn write_inputs(text: &Path, nums: &Path, script: &Path) -> Result<()> {
+    // Deterministic pseudo-random content (xorshift), compressible like text.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let words = [
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
+    ];
+    let mut s = String::new();
+    while s.len() < 3_000_000 {
+        let v = next();
+        let _ = writeln!(
+            s,
+            "{} {} {}",
+            words[(v % 8) as usize],
+            v % 100_000,
+            words[(v >> 8) as usize % 8]
+        );
+    }
+    fs::write(text, s)?;
+    let mut n = String::new();
+    for _ in 0..200_000 {
+        let _ = writeln!(n, "{}", next() % 1_000_000);
+    }
+    fs::write(nums, n)?;
+    fs::write(
+        script,
+        "import threading, queue\n\
+         q = queue.Queue(maxsize=8); out = queue.Queue()\n\
+         def work():\n    while True:\n        n = q.get()\n        if n is None: break\n        out.put(sum(i * i for i in range(n)))\n\
+         ts = [threading.Thread(target=work) for _ in range(3)]\n\
+         for t in ts: t.start()\n\
+         for i in range(400): q.put(2000 + i)\n\
+         for t in ts: q.put(None)\n\
+         for t in ts: t.join()\n\
+         s = 0\n\
+         while not out.empty(): s += out.get()\n\
+         print(s)\n",
+    )?;
+    Ok(())
+}
+
+fn record(trace: &Path, epoch: &str, cmd: &[String]) -> Result<()> {
+    let a = record_argv(trace, &["--epoch", epoch], cmd);
+    let st = Command::new(&a[0])
+        .args(&a[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {}", a[0]))?;
+    if !st.success() {
+        bail!("`{}` failed ({st})", shell_join(&a));
+    }
+    Ok(())
+}
+
+fn replay(trace: &Path) -> Result<Tally> {
+    let a = argv(&[
+        &uniplay().display().to_string(),
+        "replay",
+        &trace.display().to_string(),
+        "--jobs",
+        "1",
+        "--json",
+    ]);
+    let out = Command::new(&a[0])
+        .args(&a[1..])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", a[0]))?;
+    if !out.status.success() && out.status.code() != Some(6) {
+        bail!("`{}` failed ({})", shell_join(&a), out.status);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("parse the output of `{}`", shell_join(&a)))?;
+    let mut t = Tally::default();
+    for e in v["epochs"].as_array().into_iter().flatten() {
+        t.epochs += 1;
+        for p in processes(e) {
+            t.noops_added += p["futex_noops_added"].as_u64().unwrap_or(0);
+            t.noops_dropped += p["futex_noops_dropped"].as_u64().unwrap_or(0);
+        }
+        match e["status"].as_str() {
+            Some("verified") => t.verified += 1,
+            Some("skipped") => t.skipped += 1,
+            _ => {
+                let d = &e["first_divergence"];
+                let text = format!("{} {}", d["expected"], d["actual"]);
+                if d.is_null() {
+                    t.state += 1;
+                } else if text.contains("not reached") {
+                    t.not_reached += 1;
+                } else if text.contains("futex(") {
+                    t.futex += 1;
+                } else {
+                    t.other += 1;
+                }
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// An epoch's processes and the children they forked, recursively.
+fn processes(epoch: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    let mut todo: Vec<&serde_json::Value> = epoch["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    while let Some(p) = todo.pop() {
+        todo.extend(p["children"].as_array().into_iter().flatten());
+        out.push(p);
+    }
+    out
+}
+
+fn add(sum: &mut Tally, t: &Tally) {
+    let Tally {
+        epochs,
+        verified,
+        skipped,
+        futex,
+        not_reached,
+        state,
+        other,
+        noops_added,
+        noops_dropped,
+    } = *t;
+    sum.epochs += epochs;
+    sum.verified += verified;
+    sum.skipped += skipped;
+    sum.futex += futex;
+    sum.not_reached += not_reached;
+    sum.state += state;
+    sum.other += other;
+    sum.noops_added += noops_added;
+    sum.noops_dropped += noops_dropped;
+}
