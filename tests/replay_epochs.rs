@@ -138,6 +138,16 @@ fn replay_real_programs() {
         vec!["sort", input],
         vec!["sha256sum", input],
         vec!["bash", "-c", "cat /etc/hostname; ls / | wc -l"],
+        // timer_create's timer id, SIGALRM, a SIGTERM and SIGCONT to the
+        // child and to itself (a SIGCONT to a traced replay stops it once).
+        vec!["bash", "-c", "timeout 0.2 sleep 5; echo $?"],
+        // A file opened by a relative path after a chdir, then mapped:
+        // replay maps the trace's copy of /etc/passwd.
+        vec![
+            "/usr/bin/python3",
+            "-c",
+            "import os, mmap; os.chdir('/etc'); f = open('passwd', 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ); print(m[:5])",
+        ],
     ] {
         record_and_verify("30ms", &cmd);
     }

@@ -253,7 +253,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (37, emu(1, &[])),                                      // alarm
     (38, emu(3, &[fixed(2, ITIMERVAL)])),                   // setitimer
     (39, emu(0, &[])),                                      // getpid
-    (40, emu(4, &[])),                                      // sendfile
+    (40, emu(4, &[fixed(2, 8)])),                           // sendfile: offset
     (41, emu(3, &[])),                                      // socket
     (42, emu(3, &[])),                                      // connect
     (
@@ -351,6 +351,9 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (191, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),       // getxattr
     (192, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),       // lgetxattr
     (193, emu(4, &[out(2, LEN_ARG, 3, 1)])),                // fgetxattr
+    (194, emu(3, &[ret(1), path(0)])),                      // listxattr
+    (195, emu(3, &[ret(1), path(0)])),                      // llistxattr
+    (196, emu(3, &[ret(1)])),                               // flistxattr
     (200, emu(2, &[])),                                     // tkill
     (201, emu(1, &[fixed(0, 8)])),                          // time
     (202, emu(6, &[])),                                     // futex
@@ -359,7 +362,9 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (217, emu(3, &[ret(1)])),                               // getdents64
     (218, exe(1)),                                          // set_tid_address
     (221, emu(4, &[])),                                     // fadvise64
-    (222, emu(3, &[])),                                     // timer_create
+    (222, emu(3, &[fixed(2, 4)])),                          // timer_create: timer id
+    (223, emu(4, &[fixed(3, ITIMERSPEC)])),                 // timer_settime: old value
+    (224, emu(2, &[fixed(1, ITIMERSPEC)])),                 // timer_gettime
     (228, emu(2, &[fixed(1, TIMESPEC)])),                   // clock_gettime
     (229, emu(2, &[fixed(1, TIMESPEC)])),                   // clock_getres
     (230, emu(4, &[always(fixed(3, TIMESPEC))])),           // clock_nanosleep
@@ -370,10 +375,15 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (247, emu(5, &[fixed(2, SIGINFO), fixed(4, RUSAGE)])),  // waitid
     (257, emu(4, &[path(1)])),                              // openat
     (258, emu(3, &[path(1)])),                              // mkdirat
+    (259, emu(4, &[path(1)])),                              // mknodat
+    (260, emu(5, &[path(1)])),                              // fchownat
     (262, emu(4, &[fixed(2, STAT), path(1)])),              // newfstatat
     (263, emu(3, &[path(1)])),                              // unlinkat
     (264, emu(4, &[path(1), path(3)])),                     // renameat
+    (265, emu(5, &[path(1), path(3)])),                     // linkat
+    (266, emu(3, &[path(0), path(2)])),                     // symlinkat
     (267, emu(4, &[ret(2), path(1)])),                      // readlinkat
+    (268, emu(3, &[path(1)])),                              // fchmodat
     (269, emu(3, &[path(1)])),                              // faccessat
     (
         270,
@@ -388,11 +398,13 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     ), // pselect6
     (271, emu(5, &[out(0, LEN_ARG, 1, POLLFD)])),           // ppoll
     (273, exe(2)),                                          // set_robust_list
-    (274, emu(3, &[])),                                     // get_robust_list
+    (274, emu(3, &[fixed(1, 8), fixed(2, 8)])),             // get_robust_list
+    (275, emu(6, &[fixed(1, 8), fixed(3, 8)])),             // splice: offsets
+    (280, emu(4, &[path(1)])),                              // utimensat
     (281, emu(6, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_pwait
     (284, emu(2, &[])),                                     // eventfd
     (285, emu(4, &[])),                                     // fallocate
-    (286, emu(4, &[])),                                     // timerfd_settime
+    (286, emu(4, &[fixed(3, ITIMERSPEC)])),                 // timerfd_settime: old value
     (287, emu(2, &[fixed(1, ITIMERSPEC)])),                 // timerfd_gettime
     (
         288,
@@ -405,12 +417,15 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (295, emu(5, &[out(1, LEN_IOV, 2, 0)])),                // preadv
     (296, emu(5, &[])),                                     // pwritev
     (302, emu(4, &[fixed(3, RLIMIT)])),                     // prlimit64
+    (305, emu(2, &[fixed(1, TIMEX)])),                      // clock_adjtime
     (309, emu(3, &[fixed(0, 4), fixed(1, 4)])),             // getcpu
+    (310, emu(6, &[out(1, LEN_IOV, 2, 0)])),                // process_vm_readv
+    (315, emu(4, &[out(1, LEN_ARG, 2, 1)])),                // sched_getattr
     (316, emu(5, &[path(1), path(3)])),                     // renameat2
     (318, emu(3, &[ret(0)])),                               // getrandom
     (319, emu(2, &[])),                                     // memfd_create
     (322, row(5, ACTION_EXECUTE, &[path(1)])),              // execveat
-    (326, emu(6, &[])),                                     // copy_file_range
+    (326, emu(6, &[fixed(1, 8), fixed(3, 8)])),             // copy_file_range: offsets
     (327, emu(6, &[out(1, LEN_IOV, 2, 0)])),                // preadv2
     (328, emu(6, &[])),                                     // pwritev2
     (332, emu(5, &[fixed(4, STATX), path(1)])),             // statx

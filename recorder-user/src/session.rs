@@ -426,6 +426,10 @@ struct State {
     warnings: Vec<String>,
     /// Open files by (pid, fd), from recorded opens: what an mmap maps.
     fd_paths: HashMap<(u32, u64), String>,
+    /// Working directories by pid, followed through fork, chdir and fchdir
+    /// (a short-lived process's /proc entry is gone by the time its opens
+    /// are drained).
+    cwds: HashMap<u32, String>,
     /// Copies files the target maps into the trace, off the drain loop.
     copier: Option<FileCopier>,
 }
@@ -452,6 +456,12 @@ impl State {
             dropped_before: 0,
             warnings: Vec::new(),
             fd_paths: HashMap::new(),
+            cwds: launch
+                .then(|| std::env::current_dir().ok())
+                .flatten()
+                .map(|d| (root, d.display().to_string()))
+                .into_iter()
+                .collect(),
             copier: None,
         }
     }
@@ -472,12 +482,35 @@ impl State {
                 };
                 let raw = o.data.strip_suffix(&[0]).unwrap_or(&o.data);
                 let path = String::from_utf8_lossy(raw).into_owned();
-                let path = if path.starts_with('/') {
-                    path
-                } else {
-                    format!("{}/{path}", sys::cwd(pid))
+                // Relative to the descriptor openat names, or to the
+                // working directory (read now: a chdir since is rare).
+                const AT_FDCWD: i32 = -100;
+                let dir = match (s.nr, a.first().map(|&d| d as i32)) {
+                    (257 | 437, Some(d)) if d != AT_FDCWD => {
+                        self.fd_paths.get(&(pid, d as u64)).cloned()
+                    }
+                    _ => None,
                 };
-                self.fd_paths.insert((pid, s.ret as u64), path);
+                let dir = dir.unwrap_or_else(|| self.cwd_of(pid));
+                self.fd_paths
+                    .insert((pid, s.ret as u64), tracelog::resolve_path(&dir, &path));
+            }
+            80 if s.ret == 0 => {
+                if let Some(o) = s
+                    .outputs
+                    .iter()
+                    .find(|o| o.arg >= recorder_common::SLOT_INPUT)
+                {
+                    let raw = o.data.strip_suffix(&[0]).unwrap_or(&o.data);
+                    let cwd =
+                        tracelog::resolve_path(&self.cwd_of(pid), &String::from_utf8_lossy(raw));
+                    self.cwds.insert(pid, cwd);
+                }
+            }
+            81 if s.ret == 0 && !a.is_empty() => {
+                if let Some(d) = self.fd_paths.get(&(pid, a[0])).cloned() {
+                    self.cwds.insert(pid, d);
+                }
             }
             3 if !a.is_empty() => {
                 self.fd_paths.remove(&(pid, a[0]));
@@ -489,6 +522,18 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    /// Where process `pid` works: as followed, else read from /proc now.
+    fn cwd_of(&mut self, pid: u32) -> String {
+        self.cwds
+            .entry(pid)
+            .or_insert_with(|| {
+                Some(sys::cwd(pid))
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "/".into())
+            })
+            .clone()
     }
 
     /// Takes a supervisor report; returns the launched command's status
@@ -635,9 +680,13 @@ impl State {
                 self.live.insert(*child_tid);
                 self.tids.insert(*child_tid);
                 self.pids.insert(*child_pid);
+                if *child_pid != e.pid {
+                    let cwd = self.cwd_of(e.pid);
+                    self.cwds.insert(*child_pid, cwd);
+                }
             }
             EventKind::Syscall(s)
-                if self.copier.is_some() && matches!(s.nr, 2 | 3 | 9 | 257 | 437) =>
+                if self.copier.is_some() && matches!(s.nr, 2 | 3 | 9 | 80 | 81 | 257 | 437) =>
             {
                 let s = s.clone();
                 self.track_files(e.pid, &s);

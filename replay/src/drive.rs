@@ -156,8 +156,24 @@ impl Driver {
     /// Resumes `tid` until its next syscall entry (PTRACE_SYSEMU: that
     /// syscall will be skipped unless `execute` is called).
     pub fn run_to_syscall(&self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
-        sys::sysemu(tid).map_err(err("PTRACE_SYSEMU", tid))?;
-        self.classify(tid, slice)
+        let mut st;
+        let mut spurious = 0;
+        loop {
+            sys::sysemu(tid).map_err(err("PTRACE_SYSEMU", tid))?;
+            st = self.wait(tid, slice)?;
+            // An interrupt-stop nobody asked for here: the kernel notifies
+            // the tracer of a SIGCONT to a seized tracee with one (replay
+            // delivers the SIGCONTs the recording saw). Go on.
+            let notify = matches!(
+                st,
+                WaitStatus::PtraceEvent(_, Signal::SIGTRAP, libc::PTRACE_EVENT_STOP)
+            );
+            if !notify || spurious == 4 {
+                break;
+            }
+            spurious += 1;
+        }
+        self.stop_of(tid, st)
     }
 
     /// Runs `tid` until it writes the 4 bytes at `addr` (then
@@ -182,11 +198,6 @@ impl Driver {
         Ok(stop)
     }
 
-    fn classify(&self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
-        let st = self.wait(tid, slice)?;
-        self.stop_of(tid, st)
-    }
-
     /// What a wait status (from `wait`, so StillAlive is a timeout) means.
     fn stop_of(&self, tid: u32, st: WaitStatus) -> Result<Stop, ReplayError> {
         Ok(match st {
@@ -200,7 +211,16 @@ impl Driver {
             WaitStatus::Exited(_, code) => Stop::Exited((code, 0)),
             WaitStatus::Signaled(_, sig, _) => Stop::Exited((0, sig as u32)),
             WaitStatus::Stopped(_, sig) => Stop::Signal(sig as i32),
-            WaitStatus::PtraceEvent(..) => Stop::Other("an unexpected ptrace event"),
+            WaitStatus::PtraceEvent(_, sig, event) => Stop::Other(match event {
+                libc::PTRACE_EVENT_STOP if sig == Signal::SIGTRAP => "an unexpected interrupt-stop",
+                libc::PTRACE_EVENT_STOP => "a group-stop (a stop signal took effect)",
+                libc::PTRACE_EVENT_EXIT => "the thread exiting",
+                libc::PTRACE_EVENT_EXEC => "an exec",
+                libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                    "a clone, fork or vfork event"
+                }
+                _ => "an unexpected ptrace event",
+            }),
             _ => Stop::Other("an unexpected stop"),
         })
     }

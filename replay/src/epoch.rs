@@ -584,8 +584,10 @@ struct Run<'a> {
     known: &'a Knowledge,
     /// The emulated program break.
     brk: Option<u64>,
-    /// Recorded fd → path, for file mappings.
+    /// Recorded fd → absolute path, for file mappings.
     fds: HashMap<i64, String>,
+    /// The process's working directory (relative opens resolve against it).
+    cwd: String,
     out: ProcessOutcome,
     /// Recorded tids whose thread exited.
     exited: Vec<u32>,
@@ -647,6 +649,7 @@ impl<'a> Run<'a> {
             known,
             brk: None,
             fds: HashMap::new(),
+            cwd: "/".into(),
             out: ProcessOutcome::new(pid, 0),
             exited: Vec::new(),
             at_cut: Vec::new(),
@@ -736,6 +739,7 @@ impl<'a> Run<'a> {
             .map_err(|source| ReplayError::Trace { epoch, source })?;
         self.start_ns = cp.time_ns;
         if let Some(p) = cp.processes.iter().find(|p| p.pid == self.pid) {
+            self.cwd = p.cwd.clone();
             for f in &p.fds {
                 self.fds.insert(f.fd as i64, f.path.clone());
             }
@@ -1295,7 +1299,7 @@ impl<'a> Run<'a> {
         let action = spec(sc.nr).action;
         let result = match sc.nr {
             12 => self.emulate_brk(tid, sc)?,            // brk
-            9 => self.execute_mmap(tid, regs, sc)?,      // mmap
+            9 => self.execute_mmap(e, tid, regs, sc)?,   // mmap
             25 => self.execute_fixed(tid, regs, sc, 4)?, // mremap: force MREMAP_FIXED
             nr::CLONE | nr::CLONE3 | nr::FORK | nr::VFORK => {
                 self.execute_clone(e, sc, tid, regs)?
@@ -1403,16 +1407,51 @@ impl<'a> Run<'a> {
     }
 
     fn track_fds(&mut self, sc: &Syscall) {
+        const AT_FDCWD: i64 = -100;
+        let a = sc.args.as_slice();
+        let path = || {
+            sc.outputs.iter().find(|o| o.arg >= SLOT_INPUT).map(|o| {
+                let p = o.data.strip_suffix(&[0]).unwrap_or(&o.data);
+                String::from_utf8_lossy(p).into_owned()
+            })
+        };
+        // The directory an *at call's descriptor names.
+        let dir = |fd: u64| match fd as i32 as i64 {
+            AT_FDCWD => Some(self.cwd.clone()),
+            fd => self.fds.get(&fd).cloned(),
+        };
+        if sc.ret < 0 {
+            return;
+        }
         match sc.nr {
-            2 | 257 | 437 if sc.ret >= 0 => {
-                if let Some(o) = sc.outputs.iter().find(|o| o.arg >= SLOT_INPUT) {
-                    let p = o.data.strip_suffix(&[0]).unwrap_or(&o.data);
+            2 => {
+                if let Some(p) = path() {
                     self.fds
-                        .insert(sc.ret, String::from_utf8_lossy(p).into_owned());
+                        .insert(sc.ret, tracelog::resolve_path(&self.cwd, &p));
                 }
             }
-            3 => {
-                self.fds.remove(&(sc.args.as_slice()[0] as i64));
+            257 | 437 if !a.is_empty() => {
+                if let (Some(p), Some(d)) = (path(), dir(a[0])) {
+                    self.fds.insert(sc.ret, tracelog::resolve_path(&d, &p));
+                }
+            }
+            3 if !a.is_empty() => {
+                self.fds.remove(&(a[0] as i64));
+            }
+            32 | 33 | 292 if !a.is_empty() => {
+                if let Some(p) = self.fds.get(&(a[0] as i64)).cloned() {
+                    self.fds.insert(sc.ret, p);
+                }
+            }
+            80 => {
+                if let Some(p) = path() {
+                    self.cwd = tracelog::resolve_path(&self.cwd, &p);
+                }
+            }
+            81 if !a.is_empty() => {
+                if let Some(d) = self.fds.get(&(a[0] as i64)).cloned() {
+                    self.cwd = d;
+                }
             }
             _ => {}
         }
@@ -1445,7 +1484,13 @@ impl<'a> Run<'a> {
     }
 
     /// mmap at the recorded address; a file mapping maps the trace's copy.
-    fn execute_mmap(&mut self, tid: u32, regs: Regs, sc: &Syscall) -> Result<i64, ReplayError> {
+    fn execute_mmap(
+        &mut self,
+        e: &Event,
+        tid: u32,
+        regs: Regs,
+        sc: &Syscall,
+    ) -> Result<i64, ReplayError> {
         const MAP_FIXED: u64 = 0x10;
         const MAP_ANONYMOUS: u64 = 0x20;
         if sc.ret < 0 {
@@ -1461,7 +1506,16 @@ impl<'a> Run<'a> {
             let path = self.fds.get(&(r.r8 as i64)).cloned();
             let copy = path.as_deref().and_then(|p| self.file_copy(p));
             let Some(copy) = copy else {
-                return Ok(i64::MIN); // reported as a divergence by the caller
+                self.diverge(
+                    Some(e.seq),
+                    e.tid,
+                    format!("{} = {}", call_text(sc.nr, sc.args.as_slice()), sc.ret),
+                    format!(
+                        "no copy of the mapped file ({}) in the trace",
+                        path.as_deref().unwrap_or("fd not opened in this epoch")
+                    ),
+                );
+                return Ok(i64::MIN);
             };
             let fd = self.open_file(tid, &copy)?;
             r.r8 = fd as u64;
@@ -1769,7 +1823,9 @@ impl<'a> Run<'a> {
                 continue;
             };
             if let Some(sigs) = self.final_signals.remove(&t.tid) {
-                // Caught as a handler started: deliver what it took.
+                // Caught as a handler started, or (a checkpoint put off
+                // until its next syscall) further into the handler: deliver
+                // what it took, then go where it was caught, as below.
                 for sig in sigs {
                     if !self.go_to_delivery(None, t.tid, tid, sig)? {
                         return Ok(());
@@ -1788,7 +1844,9 @@ impl<'a> Run<'a> {
                         ),
                     }
                 }
-                continue;
+                if self.out.divergence.is_some() {
+                    continue;
+                }
             }
             let rip = t.regs[16];
             let rax = t.regs[10] as i64;

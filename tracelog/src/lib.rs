@@ -165,6 +165,26 @@ pub struct Syscall {
     pub outputs: Vec<Output>,
 }
 
+/// A path as the kernel resolved it from a syscall's argument: `path` if
+/// absolute, else under the directory `base` (the process's working
+/// directory, or the directory an `openat` descriptor names), with `.` and
+/// `..` folded (symlinks are not followed: a trace names files by the paths
+/// the program used).
+pub fn resolve_path(base: &str, path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    let start = if path.starts_with('/') { "" } else { base };
+    for c in start.split('/').chain(path.split('/')) {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Up to [`MAX_ARGS`] syscall arguments, stored inline (no heap).
 ///
 /// Invariant: `values[len..]` are zero, so the derived `PartialEq` compares
@@ -205,4 +225,21 @@ pub struct Output {
     pub data: bytes::Bytes,
     /// False when the recorder could not copy all bytes.
     pub complete: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_path;
+
+    #[test]
+    fn resolve_path_joins_and_folds() {
+        assert_eq!(
+            resolve_path("/work/main", ".git/objects/bb/f3"),
+            "/work/main/.git/objects/bb/f3"
+        );
+        assert_eq!(resolve_path("/a/b", "../c/./d"), "/a/c/d");
+        assert_eq!(resolve_path("/a/b", "/etc/hosts"), "/etc/hosts");
+        assert_eq!(resolve_path("/", "x"), "/x");
+        assert_eq!(resolve_path("/a", "../../.."), "/");
+    }
 }
