@@ -1425,6 +1425,15 @@ impl State {
             return;
         }
         self.deferred = None;
+        let exiting =
+            |t: &u32| sys::task_state(*t).is_none_or(|s| s.starts_with('Z') || s.starts_with('X'));
+        if self.tracees.keys().all(exiting) {
+            // The tree is exiting (a checkpoint due as its last thread
+            // left): nothing to cut.
+            self.resume_all();
+            self.schedule_next();
+            return;
+        }
         self.checkpoint_stopped(reason, t0);
         self.resume_all();
     }

@@ -414,9 +414,14 @@ impl Driver {
         info: Option<&[u8]>,
     ) -> Result<Stop, ReplayError> {
         self.tgkill(tid, sig)?;
-        sys::cont(tid).map_err(err("PTRACE_CONT", tid))?;
+        // SYSEMU, not CONT: should the signal be blocked after all, the
+        // thread stops at its next syscall instead of making it for real.
+        sys::sysemu(tid).map_err(err("PTRACE_SYSEMU", tid))?;
         match self.wait(tid, Duration::from_secs(5))? {
             WaitStatus::Stopped(_, s) if s as i32 == sig => {}
+            WaitStatus::PtraceSyscall(_) => {
+                return Ok(Stop::Other("a syscall: the signal was blocked"))
+            }
             WaitStatus::StillAlive => return Ok(Stop::Timeout),
             WaitStatus::Stopped(_, s) => return Ok(Stop::Signal(s as i32)),
             WaitStatus::Exited(_, code) => return Ok(Stop::Exited((code, 0))),

@@ -840,11 +840,7 @@ impl<'a> Run<'a> {
                     Stop::Reached => {
                         let sp = self.drv.regs(tid)?.rsp;
                         if let Some(own) = own_mask.take() {
-                            // rt_sigframe: pretcode, then ucontext (flags,
-                            // link, stack, sigcontext) before uc_sigmask.
-                            const UC_SIGMASK: u64 = 8 + 8 + 8 + 24 + 256;
-                            self.live
-                                .write_memory(sp + UC_SIGMASK, &own.to_ne_bytes())?;
+                            self.put_own_mask(sp, own)?;
                         }
                         self.frames.push(sp);
                         self.drv.run_to_syscall(tid, TIME_SLICE)?
@@ -1267,9 +1263,14 @@ impl<'a> Run<'a> {
             // (nanosleep's remaining time).
             self.write_outputs(sc, tid)?;
         }
-        if sc.ret < 0 && (-516..=-512).contains(&sc.ret) && self.last_of_thread {
-            // Interrupted by the recorder's checkpoint: the thread stays at
-            // this syscall (the cut), as it did in the recording.
+        if sc.ret < 0
+            && (-516..=-512).contains(&sc.ret)
+            && self.last_of_thread
+            && !self.final_signals.contains_key(&e.tid)
+        {
+            // Interrupted by the recorder's checkpoint (not by a signal it
+            // then caught the thread taking): the thread stays at this
+            // syscall (the cut), as it did in the recording.
             self.at_cut.push(e.tid);
             return Ok(true);
         }
@@ -1801,6 +1802,21 @@ impl<'a> Run<'a> {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
+    /// A signal let in by the temporary mask of the call it cut short was
+    /// delivered with that mask in force: the handler's frame at `sp` gets
+    /// the thread's own mask, which sigreturn restores, as the kernel's
+    /// saved_sigmask does. rt_sigframe: pretcode, then ucontext (flags,
+    /// link, stack, sigcontext) before uc_sigmask; sigcontext's oldmask
+    /// holds it too.
+    fn put_own_mask(&self, sp: u64, own: u64) -> Result<(), ReplayError> {
+        const UC_SIGMASK: u64 = 8 + 8 + 8 + 24 + 256;
+        const OLDMASK: u64 = 8 + 8 + 8 + 24 + 168;
+        for at in [UC_SIGMASK, OLDMASK] {
+            self.live.write_memory(sp + at, &own.to_ne_bytes())?;
+        }
+        Ok(())
+    }
+
     /// After the log: bring every thread to where the next checkpoint caught
     /// it, then compare registers and memory.
     fn check_against(&mut self, k1: u32) -> Result<(), ReplayError> {
@@ -1830,12 +1846,27 @@ impl<'a> Run<'a> {
                     if !self.go_to_delivery(None, t.tid, tid, sig)? {
                         return Ok(());
                     }
+                    // Through the mask of the call it cut short, as in `play`.
+                    let own_mask = match self.call_mask.remove(&t.tid) {
+                        Some(mask) => {
+                            let own = self.drv.sigmask(tid)?;
+                            self.drv.set_sigmask(tid, mask)?;
+                            Some(own)
+                        }
+                        None => None,
+                    };
                     let info = self.take_siginfo(t.tid, sig);
                     match self
                         .drv
                         .deliver_and_stop(tid, sig as i32, info.as_deref())?
                     {
-                        Stop::Reached => self.frames.push(self.drv.regs(tid)?.rsp),
+                        Stop::Reached => {
+                            let sp = self.drv.regs(tid)?.rsp;
+                            if let Some(own) = own_mask {
+                                self.put_own_mask(sp, own)?;
+                            }
+                            self.frames.push(sp);
+                        }
                         other => self.diverge(
                             None,
                             t.tid,
