@@ -453,6 +453,61 @@ fn replay_signals_through_a_calls_mask() {
     assert!(report.outputs_match);
 }
 
+/// `make -j2`: its jobserver waits in pselect6 with SIGCHLD let in only by
+/// the call's mask, and children finish while it waits, is in a handler or
+/// spawns the next compiler. Known limitations (README) aside — two
+/// compilers computing side by side at a cut ("not reached"), epochs
+/// skipped because a vfork parent kept an exec's checkpoint from starting
+/// at the exec — at most one epoch may diverge (a residual seen in about
+/// one run in four: a word of make's stack or of a mapping, not found yet);
+/// before the signal-mask fixes most runs had one or more.
+#[test]
+fn replay_parallel_make() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..8 {
+        std::fs::write(
+            dir.path().join(format!("f{i}.c")),
+            format!("int f{i}(int x) {{ return x * {i} + {i}; }}\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("Makefile"),
+        "all: $(patsubst %.c,%.o,$(wildcard *.c))\n%.o: %.c\n\tcc -O1 -c $< -o $@\n",
+    )
+    .unwrap();
+    let r = record(
+        &["--epoch", "100ms"],
+        &["make", "-s", "-j2", "-C", dir.path().to_str().unwrap()],
+    );
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    let report = replay_all(&r.trace, None);
+    let diverged: Vec<_> = report
+        .epochs
+        .iter()
+        .filter(|e| e.status == Status::Diverged)
+        .filter(|e| {
+            e.first_divergence
+                .as_ref()
+                .is_none_or(|d| d.actual != "not reached")
+        })
+        .collect();
+    let verified = report
+        .epochs
+        .iter()
+        .filter(|e| e.status == Status::Verified)
+        .count();
+    assert!(
+        diverged.len() <= 1 && verified * 5 >= report.epochs.len() * 3 && report.outputs_match,
+        "{}",
+        describe(&report)
+    );
+}
+
 /// SIGALRM every 2 ms landing in the middle of a loop: each is delivered
 /// at the state the recorder logged (found with a breakpoint), so the
 /// handler's count shows up where it did. Cuts that fall next to a
