@@ -517,8 +517,34 @@ impl State {
             }
             9 if s.ret >= 0 && a.len() >= 5 && a[3] & MAP_ANONYMOUS == 0 && (a[4] as i64) >= 0 => {
                 if let (Some(path), Some(c)) = (self.fd_paths.get(&(pid, a[4])), &mut self.copier) {
-                    c.copy(path);
+                    // A file unlinked since (a POSIX semaphore in /dev/shm)
+                    // is still there as the mapping, while it lasts.
+                    let start = s.ret as u64;
+                    let end = start + a[1].div_ceil(4096) * 4096;
+                    c.copy(
+                        path,
+                        Some(format!("/proc/{pid}/map_files/{start:x}-{end:x}")),
+                    );
                 }
+            }
+            _ => {}
+        }
+    }
+
+    /// Follows open files and working directories as events come out of
+    /// the rings, before the orderer holds them: a file a process maps must
+    /// be copied while it (or the mapping) still exists.
+    fn note_files(&mut self, e: &Event) {
+        if self.copier.is_none() {
+            return;
+        }
+        match &e.kind {
+            EventKind::Fork { child_pid, .. } if *child_pid != e.pid => {
+                let cwd = self.cwd_of(e.pid);
+                self.cwds.insert(*child_pid, cwd);
+            }
+            EventKind::Syscall(s) if matches!(s.nr, 2 | 3 | 9 | 80 | 81 | 257 | 437) => {
+                self.track_files(e.pid, s);
             }
             _ => {}
         }
@@ -680,16 +706,6 @@ impl State {
                 self.live.insert(*child_tid);
                 self.tids.insert(*child_tid);
                 self.pids.insert(*child_pid);
-                if *child_pid != e.pid {
-                    let cwd = self.cwd_of(e.pid);
-                    self.cwds.insert(*child_pid, cwd);
-                }
-            }
-            EventKind::Syscall(s)
-                if self.copier.is_some() && matches!(s.nr, 2 | 3 | 9 | 80 | 81 | 257 | 437) =>
-            {
-                let s = s.clone();
-                self.track_files(e.pid, &s);
             }
             EventKind::Syscall(s)
                 if s.nr == nr::EXIT_GROUP || (s.nr == nr::EXIT && e.pid == e.tid) =>
@@ -796,7 +812,8 @@ fn drain(
                 Err(_) => st.assembler.malformed += 1,
             }
         }
-        for e in st.batch.drain(..) {
+        for e in std::mem::take(&mut st.batch) {
+            st.note_files(&e);
             st.orderer.push(j + 1, e);
         }
     }
@@ -839,7 +856,8 @@ fn drain_ring(ring: &mut RingBuf<MapData>, source: usize, st: &mut State) {
             Err(_) => st.assembler.malformed += 1,
         }
     }
-    for e in st.batch.drain(..) {
+    for e in std::mem::take(&mut st.batch) {
+        st.note_files(&e);
         st.orderer.push(source, e);
     }
 }
@@ -916,7 +934,9 @@ fn finalise(
 /// Copies the files the target maps into the trace's `files/`, on its own
 /// thread so a large library never holds up the drain loop.
 struct FileCopier {
-    paths: std::sync::mpsc::Sender<String>,
+    /// A path to copy, and where else its bytes may be read should it be
+    /// gone.
+    paths: std::sync::mpsc::Sender<(String, Option<String>)>,
     thread: std::thread::JoinHandle<std::collections::BTreeMap<String, String>>,
     seen: HashSet<String>,
 }
@@ -924,13 +944,16 @@ struct FileCopier {
 impl FileCopier {
     fn start(dir: &std::path::Path) -> Option<FileCopier> {
         let writer = tracelog::CheckpointWriter::new(dir).ok()?;
-        let (paths, rx) = std::sync::mpsc::channel::<String>();
+        let (paths, rx) = std::sync::mpsc::channel::<(String, Option<String>)>();
         let thread = std::thread::Builder::new()
             .name("uniplay-files".into())
             .spawn(move || {
                 let mut copied = std::collections::BTreeMap::new();
-                for path in rx {
-                    if let Ok(hash) = writer.add_file(std::path::Path::new(&path)) {
+                for (path, fallback) in rx {
+                    let hash = std::iter::once(&path)
+                        .chain(fallback.as_ref())
+                        .find_map(|p| writer.add_file(std::path::Path::new(p)).ok());
+                    if let Some(hash) = hash {
                         copied.insert(path, hash);
                     }
                 }
@@ -944,9 +967,9 @@ impl FileCopier {
         })
     }
 
-    fn copy(&mut self, path: &str) {
+    fn copy(&mut self, path: &str, fallback: Option<String>) {
         if self.seen.insert(path.to_string()) {
-            let _ = self.paths.send(path.to_string());
+            let _ = self.paths.send((path.to_string(), fallback));
         }
     }
 

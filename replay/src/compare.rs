@@ -244,12 +244,14 @@ fn special(path: &str) -> &'static str {
 
 /// Sorted shapes, adjacent ordinary ones with equal permissions merged (the
 /// kernel merges or splits such areas for reasons that are not state).
+/// Shared and private are not told apart: replay maps a shared file
+/// mapping privately (its copy of the file is the trace's).
 fn shapes(entries: impl Iterator<Item = (u64, u64, String, &'static str)>) -> Vec<Shape> {
     let mut v: Vec<Shape> = entries
         .map(|(start, end, perms, special)| Shape {
             start,
             end,
-            perms,
+            perms: perms.replacen('s', "p", 1),
             special,
         })
         .collect();

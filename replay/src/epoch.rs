@@ -1521,6 +1521,12 @@ impl<'a> Run<'a> {
             let fd = self.open_file(tid, &copy)?;
             r.r8 = fd as u64;
             opened = Some(fd);
+            // The copy is the trace's, opened read-only: a shared mapping
+            // becomes a private one (same bytes; writes stay in the
+            // replayed process, never reach the trace or the host).
+            const MAP_TYPE: u64 = 0x0f;
+            const MAP_PRIVATE: u64 = 0x02;
+            r.r10 = (r.r10 & !MAP_TYPE) | MAP_PRIVATE;
         }
         let got = self.drv.execute_with(tid, r)?;
         if let Some(fd) = opened {
