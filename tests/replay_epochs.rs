@@ -148,6 +148,15 @@ fn replay_real_programs() {
             "-c",
             "import os, mmap; os.chdir('/etc'); f = open('passwd', 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ); print(m[:5])",
         ],
+        // A shared writable mapping of a file unlinked at once (as POSIX
+        // semaphores are): copied through /proc/PID/map_files while the
+        // mapping lasts (here 0.2 s; README, Limitations), mapped privately
+        // by replay.
+        vec![
+            "/usr/bin/python3",
+            "-c",
+            "import os, mmap, time; p = '/dev/shm/uniplay-test-%d' % os.getpid(); fd = os.open(p, os.O_RDWR | os.O_CREAT); os.write(fd, b'x' * 4096); m = mmap.mmap(fd, 4096); os.unlink(p); m[0:5] = b'hello'; time.sleep(0.2); print(m[:6])",
+        ],
     ] {
         record_and_verify("30ms", &cmd);
     }

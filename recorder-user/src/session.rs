@@ -517,36 +517,34 @@ impl State {
             }
             9 if s.ret >= 0 && a.len() >= 5 && a[3] & MAP_ANONYMOUS == 0 && (a[4] as i64) >= 0 => {
                 if let (Some(path), Some(c)) = (self.fd_paths.get(&(pid, a[4])), &mut self.copier) {
-                    // A file unlinked since (a POSIX semaphore in /dev/shm)
-                    // is still there as the mapping, while it lasts.
-                    let start = s.ret as u64;
-                    let end = start + a[1].div_ceil(4096) * 4096;
-                    c.copy(
-                        path,
-                        Some(format!("/proc/{pid}/map_files/{start:x}-{end:x}")),
-                    );
+                    c.copy(path, None);
                 }
             }
             _ => {}
         }
     }
 
-    /// Follows open files and working directories as events come out of
-    /// the rings, before the orderer holds them: a file a process maps must
-    /// be copied while it (or the mapping) still exists.
-    fn note_files(&mut self, e: &Event) {
-        if self.copier.is_none() {
+    /// A file mapping, as soon as its event leaves the ring (before the
+    /// orderer's hold, so possibly before the open that named its file):
+    /// while the mapping exists, /proc/PID/map_files names its file and
+    /// reads it even if it was unlinked since (a POSIX semaphore in
+    /// /dev/shm), which the in-order copy by path (`track_files`) cannot.
+    fn copy_mapped_early(&mut self, e: &Event) {
+        const MAP_ANONYMOUS: u64 = 0x20;
+        let (Some(c), EventKind::Syscall(s)) = (&mut self.copier, &e.kind) else {
+            return;
+        };
+        let a = s.args.as_slice();
+        if s.nr != 9 || s.ret < 0 || a.len() < 5 || a[3] & MAP_ANONYMOUS != 0 {
             return;
         }
-        match &e.kind {
-            EventKind::Fork { child_pid, .. } if *child_pid != e.pid => {
-                let cwd = self.cwd_of(e.pid);
-                self.cwds.insert(*child_pid, cwd);
-            }
-            EventKind::Syscall(s) if matches!(s.nr, 2 | 3 | 9 | 80 | 81 | 257 | 437) => {
-                self.track_files(e.pid, s);
-            }
-            _ => {}
+        let start = s.ret as u64;
+        let end = start + a[1].div_ceil(4096) * 4096;
+        let source = format!("/proc/{}/map_files/{start:x}-{end:x}", e.pid);
+        if let Ok(target) = std::fs::read_link(&source) {
+            let target = target.display().to_string();
+            let path = target.strip_suffix(" (deleted)").unwrap_or(&target);
+            c.copy(path, Some(source));
         }
     }
 
@@ -706,6 +704,16 @@ impl State {
                 self.live.insert(*child_tid);
                 self.tids.insert(*child_tid);
                 self.pids.insert(*child_pid);
+                if *child_pid != e.pid {
+                    let cwd = self.cwd_of(e.pid);
+                    self.cwds.insert(*child_pid, cwd);
+                }
+            }
+            EventKind::Syscall(s)
+                if self.copier.is_some() && matches!(s.nr, 2 | 3 | 9 | 80 | 81 | 257 | 437) =>
+            {
+                let s = s.clone();
+                self.track_files(e.pid, &s);
             }
             EventKind::Syscall(s)
                 if s.nr == nr::EXIT_GROUP || (s.nr == nr::EXIT && e.pid == e.tid) =>
@@ -813,7 +821,7 @@ fn drain(
             }
         }
         for e in std::mem::take(&mut st.batch) {
-            st.note_files(&e);
+            st.copy_mapped_early(&e);
             st.orderer.push(j + 1, e);
         }
     }
@@ -857,7 +865,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, source: usize, st: &mut State) {
         }
     }
     for e in std::mem::take(&mut st.batch) {
-        st.note_files(&e);
+        st.copy_mapped_early(&e);
         st.orderer.push(source, e);
     }
 }
