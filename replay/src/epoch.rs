@@ -698,6 +698,10 @@ impl<'a> Run<'a> {
             self.out.ended_at_exec = true;
             return Ok(());
         }
+        if self.next.is_none() && self.exit_status.is_none() && exit.is_some() {
+            // Killed by a signal after its last syscall (a SIGTERM, say).
+            self.deliver_final_signals()?;
+        }
         match (self.next, self.exit_status) {
             (_, Some(status)) => self.out.exit_status_match = Some(Some(status) == exit),
             (Some(k1), None) => self.check_against(k1)?,
@@ -705,6 +709,29 @@ impl<'a> Run<'a> {
                 .out
                 .notes
                 .push("the trace ends before this process exits: nothing to compare".into()),
+        }
+        Ok(())
+    }
+
+    /// The last epoch: signals the log shows delivered after a thread's
+    /// last syscall are delivered; one that kills the process gives it its
+    /// exit status.
+    fn deliver_final_signals(&mut self) -> Result<(), ReplayError> {
+        for (rec, sigs) in std::mem::take(&mut self.final_signals) {
+            let Some(tid) = self.live_tid(rec) else {
+                continue;
+            };
+            for sig in sigs {
+                self.drv.tgkill(tid, sig as i32)?;
+                let stop = match self.drv.run_to_syscall(tid, TIME_SLICE)? {
+                    Stop::Signal(s) if s == sig as i32 => self.drv.enter_handler(tid, s)?,
+                    other => other,
+                };
+                if let Stop::Exited(status) = stop {
+                    self.exit_status = Some(status);
+                    return Ok(());
+                }
+            }
         }
         Ok(())
     }
