@@ -169,6 +169,41 @@ pub const TID_THROTTLED: u32 = 0x2000_0000;
 /// The tgid in a `TIDS` value.
 pub const TID_TGID_MASK: u32 = !(TID_PAUSED | TID_THROTTLED);
 
+/// A target thread's `TIDS` entry: its tgid and `TID_*` flags, and what its
+/// sys_enter saw, for its sys_exit. One map, so each program looks the
+/// thread up once (a hash lookup is a good part of a program's cost).
+/// Invariant: the syscall fields are written only by the thread's own
+/// programs; the daemon writes whole entries only for threads it holds
+/// stopped, or new ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidState {
+    /// tgid | `TID_*` flags.
+    pub value: u32,
+    pub _pad: u32,
+    /// Entry time of the syscall under way (0: none, or consumed).
+    pub enter_ns: u64,
+    pub nr: u64,
+    pub args: [u64; 6],
+    /// The syscall a later `restart_syscall` resumes (the last one that
+    /// returned -ERESTART_RESTARTBLOCK), whose outputs it writes; 0: none.
+    pub restart_nr: u64,
+}
+
+impl TidState {
+    /// A thread not in a syscall.
+    pub const fn new(value: u32) -> TidState {
+        TidState {
+            value,
+            _pad: 0,
+            enter_ns: 0,
+            nr: 0,
+            args: [0; 6],
+            restart_nr: 0,
+        }
+    }
+}
+
 /// Index 0 of the `THROTTLE` array: set by a program when a data ring is
 /// more than a quarter full, cleared by the daemon once it has drained it.
 pub const THROTTLE_REQUESTED: u32 = 1;
@@ -218,6 +253,7 @@ const _: () = assert!(core::mem::size_of::<ExecRec>() == 24 + 8 + EXEC_PATH_MAX)
 const _: () = assert!(core::mem::size_of::<ExitRec>() == 24 + 8);
 const _: () = assert!(core::mem::size_of::<SignalRec>() == 24 + 32);
 const _: () = assert!(core::mem::size_of::<Config>() == 72);
+const _: () = assert!(core::mem::size_of::<TidState>() == 8 + 8 * 9);
 const _: () = assert!(CHUNK_MAX.is_power_of_two() && DATA_RINGS.is_power_of_two());
 
 #[cfg(feature = "user")]
@@ -227,4 +263,6 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::syscalls::SyscallSpec {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TidState {}
 }

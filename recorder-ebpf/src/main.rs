@@ -4,6 +4,8 @@
 //! Every program first checks the thread against `TIDS` (the in-kernel target
 //! filter, grown at fork and shrunk at exit without the daemon's help), so
 //! the rest of the system pays one hash lookup per event and nothing more.
+//! A target thread's entry also carries what its sys_enter saw for its
+//! sys_exit, so a syscall costs one lookup per program too.
 #![no_std]
 #![no_main]
 
@@ -22,27 +24,14 @@ use aya_ebpf::{
 };
 use recorder_common::*;
 
-/// Target threads: tid → tgid.
+/// Target threads: tid → tgid and flags, and the syscall under way
+/// (`TidState`).
 #[map]
-static TIDS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
-
-/// Per-thread state between sys_enter and sys_exit.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Enter {
-    time_ns: u64,
-    nr: u64,
-    args: [u64; 6],
-    /// The syscall a later `restart_syscall` resumes (the last one that
-    /// returned -ERESTART_RESTARTBLOCK), whose outputs it writes; 0: none.
-    restart_nr: u64,
-}
+static TIDS: HashMap<u32, TidState> = HashMap::with_max_entries(65536, 0);
 
 /// -ERESTART_RESTARTBLOCK: the kernel resumes the call as restart_syscall.
 const ERESTART_RESTARTBLOCK: i64 = -516;
 const NR_RESTART_SYSCALL: u32 = 219;
-#[map]
-static ENTER: HashMap<u32, Enter> = HashMap::with_max_entries(65536, 0);
 
 /// The syscall table (recorder-common), loaded by the daemon, indexed by nr.
 #[map]
@@ -174,8 +163,8 @@ fn throttle_flags(cpu: u32, tid: u32) -> u64 {
             // SAFETY: this thread's own value; only its programs and the
             // supervisor (while the thread is stopped) change its flags.
             unsafe {
-                if *v & TID_THROTTLED == 0 {
-                    *v |= TID_THROTTLED;
+                if (*v).value & TID_THROTTLED == 0 {
+                    (*v).value |= TID_THROTTLED;
                     bpf_send_signal_thread(sig);
                 }
             }
@@ -225,7 +214,15 @@ fn is_target(tid: u32) -> bool {
 #[inline(always)]
 fn target(tid: u32) -> Option<u32> {
     // SAFETY: the value is copied out at once.
-    unsafe { TIDS.get(&tid).copied() }.filter(|v| v & TID_PAUSED == 0)
+    unsafe { TIDS.get(&tid).map(|s| s.value) }.filter(|v| v & TID_PAUSED == 0)
+}
+
+/// The thread's `TIDS` entry, if it is a target thread not paused.
+#[inline(always)]
+fn target_state(tid: u32) -> Option<*mut TidState> {
+    let p = TIDS.get_ptr_mut(&tid)?;
+    // SAFETY: a map value, read at once.
+    (unsafe { (*p).value } & TID_PAUSED == 0).then_some(p)
 }
 
 #[inline(always)]
@@ -276,9 +273,9 @@ fn syscall_args(r: &PtRegs) -> [u64; 6] {
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    if !is_target(tid) {
+    let Some(slot) = target_state(tid) else {
         return 0;
-    }
+    };
     let Some(regs) = read_regs(ctx.arg::<*const PtRegs>(0)) else {
         return 0;
     };
@@ -304,24 +301,11 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     // SAFETY: plain helper call.
     let time_ns = unsafe { bpf_ktime_get_ns() };
-    // Overwrite the thread's slot in place when it has one: a hash update
-    // costs far more than a store.
-    match ENTER.get_ptr_mut(&tid) {
-        // SAFETY: the slot is this thread's own; no one else writes it.
-        Some(slot) => unsafe {
-            (*slot).time_ns = time_ns;
-            (*slot).nr = nr;
-            (*slot).args = args;
-        },
-        None => {
-            let e = Enter {
-                time_ns,
-                nr,
-                args,
-                restart_nr: 0,
-            };
-            let _ = ENTER.insert(&tid, &e, 0);
-        }
+    // SAFETY: the thread's own entry; only its programs write these fields.
+    unsafe {
+        (*slot).enter_ns = time_ns;
+        (*slot).nr = nr;
+        (*slot).args = args;
     }
     0
 }
@@ -656,21 +640,19 @@ fn copy_cstr(segs: &mut Segs, scratch: &mut ChunkRec, s: &Seg) {
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    if !is_target(tid) {
+    let Some(p) = target_state(tid) else {
         return 0;
-    }
+    };
+    let slot = Some(p);
     let ret: i64 = ctx.arg(1);
     let mut hdr = header(REC_SYSCALL, pid_tgid);
     let mut flags = 0u32;
     let mut out_flags = DATA_FLAGS;
-    let slot = ENTER.get_ptr_mut(&tid);
-    // SAFETY: the slot is this thread's own, copied out at once.
-    let entered = slot.map(|p| unsafe { *p }).filter(|e| e.time_ns != 0);
-    if let Some(p) = slot {
-        // Consumed: a later exit without an entry must not reuse it.
-        // SAFETY: as above.
-        unsafe { (*p).time_ns = 0 };
-    }
+    // SAFETY: the thread's own entry, copied out at once.
+    let entered = Some(unsafe { *p }).filter(|e| e.enter_ns != 0);
+    // Consumed: a later exit without an entry must not reuse it.
+    // SAFETY: as above.
+    unsafe { (*p).enter_ns = 0 };
     let nr_hint = entered.map(|e| e.nr as u32).unwrap_or(u32::MAX);
     // The saved registers are only needed when the entry was not seen, or
     // for the new stack after an exec.
@@ -680,7 +662,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         None
     };
     let (nr, enter_ns, args) = match (entered, regs) {
-        (Some(e), _) => (e.nr as u32, e.time_ns, e.args),
+        (Some(e), _) => (e.nr as u32, e.enter_ns, e.args),
         (_, Some(r)) => {
             let nr = r.orig_ax as u32;
             // A new thread or process starts life returning 0 from the
@@ -836,7 +818,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> i32 {
     let child: u32 = read_field::<i32>(&ctx, cfg.fork_child_pid).unwrap_or(0) as u32;
     // The clone flags, from the syscall this thread is in.
     // SAFETY: copied out at once.
-    let flags = match unsafe { ENTER.get(&tid).copied() } {
+    let flags = match unsafe { TIDS.get(&tid).copied() } {
         Some(e) if e.nr == nr::CLONE as u64 => e.args[0],
         Some(e) if e.nr == nr::CLONE3 as u64 => {
             // SAFETY: the helper checks the user read (clone_args.flags).
@@ -851,7 +833,7 @@ pub fn sched_process_fork(ctx: TracePointContext) -> i32 {
     } else {
         child
     };
-    let _ = TIDS.insert(&child, &child_pid, 0);
+    let _ = TIDS.insert(&child, &TidState::new(child_pid), 0);
     let rec = ForkRec {
         hdr: header(REC_FORK, pid_tgid),
         child_pid,
@@ -872,8 +854,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> i32 {
     }
     if old != pid {
         // A non-leader thread exec'd and took over the leader's tid.
+        // Its execve is still under way: keep its entry's syscall state.
+        // SAFETY: copied out at once.
+        let mut st = unsafe { TIDS.get(&old).copied() }.unwrap_or(TidState::new(pid));
+        st.value = pid;
         let _ = TIDS.remove(&old);
-        let _ = TIDS.insert(&pid, &pid, 0);
+        let _ = TIDS.insert(&pid, &st, 0);
     }
     let Some(rec) = SCRATCH.get_ptr_mut(0) else {
         return 0;
@@ -915,7 +901,6 @@ pub fn sched_process_exit(ctx: TracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let group_dead = read_field::<u8>(&ctx, cfg.exit_group_dead).unwrap_or(0) as u32;
     let _ = TIDS.remove(&tid);
-    let _ = ENTER.remove(&tid);
     life_out(&ExitRec {
         hdr: header(REC_EXIT, pid_tgid),
         group_dead,
@@ -929,8 +914,7 @@ pub fn signal_generate(ctx: TracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let target: u32 = read_field::<i32>(&ctx, cfg.sig_gen_pid).unwrap_or(0) as u32;
     // SAFETY: copied out at once.
-    let Some(value) = (unsafe { TIDS.get(&target).copied() }).filter(|v| v & TID_PAUSED == 0)
-    else {
+    let Some(value) = crate::target(target) else {
         return 0;
     };
     let tgid = value & TID_TGID_MASK;

@@ -8,7 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use recorder_common::{
-    spec, Config, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL,
+    spec, Config, TidState, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL,
     TABLE_SIZE, THROTTLE_REQUESTED, TID_PAUSED, TID_THROTTLED,
 };
 
@@ -48,10 +48,11 @@ pub struct CpuLoss {
     pub incomplete_copies: u64,
 }
 
-/// The in-kernel target filter (`TIDS`: tid → tgid), shared by the session
+/// The in-kernel target filter (`TIDS`: tid → tgid and flags, in a
+/// `TidState` whose syscall fields only the eBPF side uses), shared by the session
 /// and the supervisor.
 pub struct Filter {
-    tids: HashMap<MapData, u32, u32>,
+    tids: HashMap<MapData, u32, TidState>,
     /// `THROTTLE`: a data ring filled past a quarter, not drained yet.
     throttle: Array<MapData, u32>,
 }
@@ -65,7 +66,9 @@ impl std::fmt::Debug for Filter {
 impl Filter {
     /// Puts a thread into the filter.
     pub fn add(&mut self, tid: u32, tgid: u32) -> Result<(), RecordError> {
-        self.tids.insert(tid, tgid, 0).map_err(map_err("TIDS"))
+        self.tids
+            .insert(tid, TidState::new(tgid), 0)
+            .map_err(map_err("TIDS"))
     }
 
     /// Threads currently in the filter.
@@ -95,7 +98,10 @@ impl Filter {
     /// `Config::throttle_signal`); clears the mark. Call with the thread
     /// stopped.
     pub fn take_throttled(&mut self, tid: u32) -> bool {
-        let marked = self.tids.get(&tid, 0).is_ok_and(|v| v & TID_THROTTLED != 0);
+        let marked = self
+            .tids
+            .get(&tid, 0)
+            .is_ok_and(|v| v.value & TID_THROTTLED != 0);
         if marked {
             self.set_flag(tid, TID_THROTTLED, false);
         }
@@ -106,8 +112,8 @@ impl Filter {
     /// programs and the fork of a new tid write `TIDS`, and the callers
     /// hold the thread stopped or about to be.
     fn set_flag(&mut self, tid: u32, flag: u32, on: bool) {
-        if let Ok(v) = self.tids.get(&tid, 0) {
-            let v = if on { v | flag } else { v & !flag };
+        if let Ok(mut v) = self.tids.get(&tid, 0) {
+            v.value = if on { v.value | flag } else { v.value & !flag };
             let _ = self.tids.insert(tid, v, 0);
         }
     }
