@@ -532,15 +532,47 @@ fn replay_signals_in_user_code() {
     assert!(report.outputs_match, "the handler's counts differ");
 }
 
+/// Threads that hand their results over under a mutex and a condition
+/// variable, waiting in between: they verify, from the first checkpoint
+/// and from each on its own. One epoch in a few dozen recordings still
+/// diverges (a lock the serial run staged in another order; README,
+/// Limitations), so one diverged epoch is let through.
 #[test]
 fn replay_threads_with_mutex_and_condvar() {
     if !can_record() {
         return;
     }
     let _g = serial();
-    let report = record_and_mostly_verify("40ms", &[workload("mild_threads").to_str().unwrap()]);
+    let r = record(
+        &["--epoch", "40ms"],
+        &[workload("mild_threads").to_str().unwrap()],
+    );
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    assert_complete(&r);
+    let report = replay_all(&r.trace, None);
     let threads = report.epochs.iter().map(|e| e.threads).max().unwrap_or(0);
     assert!(threads >= 5, "no epoch held the worker threads");
+    let diverged = report
+        .epochs
+        .iter()
+        .filter(|e| e.status != Status::Verified)
+        .count();
+    assert!(diverged <= 1, "{}", describe(&report));
+    assert!(report.outputs_match && report.exit_status_match != Some(false));
+    for e in report
+        .epochs
+        .iter()
+        .filter(|e| e.status == Status::Verified)
+    {
+        let one = replay_all(&r.trace, Some(e.index));
+        assert_eq!(
+            one.epochs[0].status,
+            Status::Verified,
+            "epoch {} alone:\n{}",
+            e.index,
+            describe(&one)
+        );
+    }
 }
 
 /// A process whose main thread calls exit_group while another thread is
