@@ -497,15 +497,32 @@ const FUTEX_CMD: u64 = 0x7f;
 const FUTEX_WAIT_OPS: [u64; 2] = [0, 9]; // FUTEX_WAIT, FUTEX_WAIT_BITSET
 const FUTEX_WAKE_OPS: [u64; 2] = [1, 10]; // FUTEX_WAKE, FUTEX_WAKE_BITSET
 
-/// Whether the thread stopped at `regs` makes the call `sc` (futex: by
-/// the word, operation and value; it ignores the other registers).
-fn same_call(regs: &Regs, sc: &Syscall) -> bool {
-    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-    let n = if sc.nr == nr::FUTEX {
+/// A futex call of one of `ops`: its word and value.
+fn futex_call(e: &Event, ops: &[u64]) -> Option<(u64, u64)> {
+    match &e.kind {
+        EventKind::Syscall(s) if s.nr == nr::FUTEX => {
+            let a = s.args.as_slice();
+            (a.len() >= 3 && ops.contains(&(a[1] & FUTEX_CMD))).then(|| (a[0], a[2]))
+        }
+        _ => None,
+    }
+}
+
+/// The arguments of `sc` a replayed call must match: futex ignores the
+/// registers its operation does not use (beyond word, operation and
+/// value), and programs leave anything there.
+fn compared_args(sc: &Syscall) -> usize {
+    if sc.nr == nr::FUTEX {
         3
     } else {
         sc.args.as_slice().len()
-    };
+    }
+}
+
+/// Whether the thread stopped at `regs` makes the call `sc`.
+fn same_call(regs: &Regs, sc: &Syscall) -> bool {
+    let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+    let n = compared_args(sc);
     regs.orig_rax as u32 == sc.nr && args[..n] == sc.args.as_slice()[..n]
 }
 
@@ -979,18 +996,7 @@ impl<'a> Run<'a> {
         order: &VecDeque<Event>,
         signals: &HashMap<u64, Vec<u32>>,
     ) -> Result<(), ReplayError> {
-        const WAIT: [u64; 2] = FUTEX_WAIT_OPS;
-        const WAKE: [u64; 2] = FUTEX_WAKE_OPS;
-        let futex = |e: &Event, ops: &[u64]| -> Option<(u64, u64)> {
-            match &e.kind {
-                EventKind::Syscall(s) if s.nr == nr::FUTEX => {
-                    let a = s.args.as_slice();
-                    (a.len() >= 3 && ops.contains(&(a[1] & FUTEX_CMD))).then(|| (a[0], a[2]))
-                }
-                _ => None,
-            }
-        };
-        let Some((word, 2)) = futex(e, &WAIT) else {
+        let Some((word, 2)) = futex_call(e, &FUTEX_WAIT_OPS) else {
             return Ok(());
         };
         // One that returned at once (EAGAIN) saw the lock free by the time
@@ -998,47 +1004,20 @@ impl<'a> Run<'a> {
         if matches!(&e.kind, EventKind::Syscall(s) if s.ret == -11) {
             return Ok(());
         }
-        let free = |run: &Self| {
-            let mut b = [0u8; 4];
-            run.live
-                .read_memory(word, &mut b)
-                .is_ok_and(|n| n == 4 && u32::from_ne_bytes(b) == 0)
-        };
-        if !free(self) {
+        let held = |w: Option<u32>| w != Some(0);
+        if held(self.word_at(word)) {
             return Ok(());
         }
         let Some(holder) = order
             .iter()
-            .find(|n| n.tid != e.tid && futex(n, &WAKE).is_some_and(|(w, _)| w == word))
+            .find(|n| {
+                n.tid != e.tid && futex_call(n, &FUTEX_WAKE_OPS).is_some_and(|(w, _)| w == word)
+            })
             .map(|n| n.tid)
         else {
             return Ok(());
         };
-        let Some(next) = order.iter().find(|n| n.tid == holder) else {
-            return Ok(());
-        };
-        let Some(tid) = self.live_tid(holder) else {
-            return Ok(());
-        };
-        if signals.contains_key(&next.seq)
-            || self.at_cut.contains(&holder)
-            || self.prerun.contains_key(&tid)
-        {
-            return Ok(());
-        }
-        let slice = self.slice(holder, entered(next));
-        for _ in 0..4 {
-            let st = self.drv.run_until_write(tid, word, slice)?;
-            match st {
-                Stop::Reached if free(self) => continue,
-                Stop::Reached => break,
-                other => {
-                    self.prerun.insert(tid, other);
-                    break;
-                }
-            }
-        }
-        Ok(())
+        self.run_until_word(holder, word, &held, order, signals)
     }
 
     /// A thread (recorded `waiter`) makes a futex wait on `word` (while it
@@ -1059,13 +1038,8 @@ impl<'a> Run<'a> {
         order: &VecDeque<Event>,
         signals: &HashMap<u64, Vec<u32>>,
     ) -> Result<bool, ReplayError> {
-        let free = |run: &Self| {
-            let mut b = [0u8; 4];
-            run.live.read_memory(word, &mut b).is_ok_and(|n| {
-                let now = u32::from_ne_bytes(b);
-                n == 4 && if val == 2 { now == 0 } else { now != val }
-            })
-        };
+        let moved =
+            |w: Option<u32>| w.is_some_and(|now| if val == 2 { now == 0 } else { now != val });
         let mut others: Vec<u32> = Vec::new();
         for n in order {
             if n.tid != waiter && !others.contains(&n.tid) {
@@ -1073,34 +1047,58 @@ impl<'a> Run<'a> {
             }
         }
         for rec in others {
-            if free(self) {
+            if moved(self.word_at(word)) {
                 break;
             }
-            let Some(next) = order.iter().find(|n| n.tid == rec) else {
-                continue;
-            };
-            let Some(tid) = self.live_tid(rec) else {
-                continue;
-            };
-            if signals.contains_key(&next.seq)
-                || self.at_cut.contains(&rec)
-                || self.prerun.contains_key(&tid)
-            {
-                continue;
-            }
-            let slice = self.slice(rec, entered(next));
-            for _ in 0..4 {
-                match self.drv.run_until_write(tid, word, slice)? {
-                    Stop::Reached if free(self) => break,
-                    Stop::Reached => continue,
-                    other => {
-                        self.prerun.insert(tid, other);
-                        break;
-                    }
+            self.run_until_word(rec, word, &moved, order, signals)?;
+        }
+        Ok(moved(self.word_at(word)))
+    }
+
+    /// The 4-byte futex word at `addr` of the replayed process.
+    fn word_at(&self, addr: u64) -> Option<u32> {
+        let mut b = [0u8; 4];
+        let n = self.live.read_memory(addr, &mut b).ok()?;
+        (n == 4).then(|| u32::from_ne_bytes(b))
+    }
+
+    /// Runs recorded thread `rec` until the futex word at `word` is `done`
+    /// (it stops at each write of the word, a few at most) or it reaches
+    /// its next syscall, where it waits its turn as if run ahead. A thread
+    /// with a signal to take first, at its cut, or already run ahead is
+    /// left where it is.
+    fn run_until_word(
+        &mut self,
+        rec: u32,
+        word: u64,
+        done: &dyn Fn(Option<u32>) -> bool,
+        order: &VecDeque<Event>,
+        signals: &HashMap<u64, Vec<u32>>,
+    ) -> Result<(), ReplayError> {
+        let Some(next) = order.iter().find(|n| n.tid == rec) else {
+            return Ok(());
+        };
+        let Some(tid) = self.live_tid(rec) else {
+            return Ok(());
+        };
+        if signals.contains_key(&next.seq)
+            || self.at_cut.contains(&rec)
+            || self.prerun.contains_key(&tid)
+        {
+            return Ok(());
+        }
+        let slice = self.slice(rec, entered(next));
+        for _ in 0..4 {
+            match self.drv.run_until_write(tid, word, slice)? {
+                Stop::Reached if done(self.word_at(word)) => break,
+                Stop::Reached => {}
+                other => {
+                    self.prerun.insert(tid, other);
+                    break;
                 }
             }
         }
-        Ok(free(self))
+        Ok(())
     }
 
     /// Runs `tid` until it is in the state of recorded registers `regs`
@@ -1250,21 +1248,13 @@ impl<'a> Run<'a> {
         tid: u32,
         regs: Regs,
     ) -> Result<bool, ReplayError> {
-        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-        let got = regs.orig_rax as u32;
-        // futex ignores the registers its operation does not use, and
-        // programs leave anything there.
-        let n = if sc.nr == nr::FUTEX {
-            3
-        } else {
-            sc.args.as_slice().len()
-        };
-        if got != sc.nr || args[..n] != sc.args.as_slice()[..n] {
+        if !same_call(&regs, sc) {
+            let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
             self.diverge(
                 Some(e.seq),
                 e.tid,
                 call_text(sc.nr, sc.args.as_slice()),
-                call_text(got, &args[..n]),
+                call_text(regs.orig_rax as u32, &args[..compared_args(sc)]),
             );
             return Ok(false);
         }

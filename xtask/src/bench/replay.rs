@@ -212,6 +212,20 @@ pub fn run(runs: usize) -> Result<()> {
 /// Runs `uniplay replay ... --json`; a diverged replay (exit 6) still
 /// reports its times.
 fn replay(argv: &[String]) -> Result<Replay> {
+    let (v, wall) = replay_json(argv)?;
+    Ok(Replay {
+        elapsed: v["elapsed_ns"].as_u64().context("no elapsed_ns")? as f64 / 1e9,
+        wall,
+        epochs: v["epochs"].as_array().map(|a| a.len()).unwrap_or(0),
+        verified: v["verified"].as_u64().unwrap_or(0),
+        diverged: v["diverged"].as_u64().unwrap_or(0),
+        skipped: v["skipped"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Runs `uniplay replay ... --json` and returns its report and wall time;
+/// a replay that diverged (exit 6) still has its report.
+pub(super) fn replay_json(argv: &[String]) -> Result<(serde_json::Value, f64)> {
     let t = Instant::now();
     let out = Command::new(&argv[0])
         .args(&argv[1..])
@@ -228,16 +242,9 @@ fn replay(argv: &[String]) -> Result<Replay> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let v = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("parse the output of `{}`", shell_join(argv)))?;
-    Ok(Replay {
-        elapsed: v["elapsed_ns"].as_u64().context("no elapsed_ns")? as f64 / 1e9,
-        wall,
-        epochs: v["epochs"].as_array().map(|a| a.len()).unwrap_or(0),
-        verified: v["verified"].as_u64().unwrap_or(0),
-        diverged: v["diverged"].as_u64().unwrap_or(0),
-        skipped: v["skipped"].as_u64().unwrap_or(0),
-    })
+    Ok((v, wall))
 }
 
 /// Checkpoint directories in a trace.

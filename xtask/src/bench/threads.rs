@@ -9,12 +9,12 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use super::checkpoint::{load_average, record_argv};
-use super::{argv, bench_dir, invocation, machine, shell_join, uniplay, workload};
+use super::replay::replay_json;
+use super::{argv, bench_dir, invocation, machine, shell_join, time_run, uniplay, workload};
 
 /// Why an epoch did not verify, from its report.
 #[derive(Default, Clone, Copy)]
@@ -98,8 +98,9 @@ pub fn run(recordings: usize) -> Result<()> {
         let mut sum = Tally::default();
         for i in 0..recordings {
             eprintln!("xtask: {name}: recording {}", i + 1);
-            record(&trace, epoch, cmd)?;
-            add(&mut sum, &replay(&trace)?);
+            // Timed by the helper, but only the recording is wanted.
+            time_run(&record_argv(&trace, &["--epoch", epoch], cmd))?;
+            replay(&trace, &mut sum)?;
         }
         let Tally {
             epochs,
@@ -181,42 +182,16 @@ fn write_inputs(text: &Path, nums: &Path, script: &Path) -> Result<()> {
     Ok(())
 }
 
-fn record(trace: &Path, epoch: &str, cmd: &[String]) -> Result<()> {
-    let a = record_argv(trace, &["--epoch", epoch], cmd);
-    let st = Command::new(&a[0])
-        .args(&a[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run {}", a[0]))?;
-    if !st.success() {
-        bail!("`{}` failed ({st})", shell_join(&a));
-    }
-    Ok(())
-}
-
-fn replay(trace: &Path) -> Result<Tally> {
-    let a = argv(&[
+/// Replays `trace` serially and counts its epochs into `t`.
+fn replay(trace: &Path, t: &mut Tally) -> Result<()> {
+    let (v, _) = replay_json(&argv(&[
         &uniplay().display().to_string(),
         "replay",
         &trace.display().to_string(),
         "--jobs",
         "1",
         "--json",
-    ]);
-    let out = Command::new(&a[0])
-        .args(&a[1..])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", a[0]))?;
-    if !out.status.success() && out.status.code() != Some(6) {
-        bail!("`{}` failed ({})", shell_join(&a), out.status);
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("parse the output of `{}`", shell_join(&a)))?;
-    let mut t = Tally::default();
+    ]))?;
     for e in v["epochs"].as_array().into_iter().flatten() {
         t.epochs += 1;
         for p in processes(e) {
@@ -241,7 +216,7 @@ fn replay(trace: &Path) -> Result<Tally> {
             }
         }
     }
-    Ok(t)
+    Ok(())
 }
 
 /// An epoch's processes and the children they forked, recursively.
@@ -257,27 +232,4 @@ fn processes(epoch: &serde_json::Value) -> Vec<&serde_json::Value> {
         out.push(p);
     }
     out
-}
-
-fn add(sum: &mut Tally, t: &Tally) {
-    let Tally {
-        epochs,
-        verified,
-        skipped,
-        futex,
-        not_reached,
-        state,
-        other,
-        noops_added,
-        noops_dropped,
-    } = *t;
-    sum.epochs += epochs;
-    sum.verified += verified;
-    sum.skipped += skipped;
-    sum.futex += futex;
-    sum.not_reached += not_reached;
-    sum.state += state;
-    sum.other += other;
-    sum.noops_added += noops_added;
-    sum.noops_dropped += noops_dropped;
 }
