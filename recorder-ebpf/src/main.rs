@@ -140,17 +140,23 @@ fn data_ring(cpu: u32) -> &'static RingBuf {
     }
 }
 
-/// After a syscall's output was copied: when this CPU's ring is more than
-/// a quarter full, stops the thread (see `Config::throttle_signal`), asks
-/// the daemon to hold the target while it drains, and returns the flags
-/// that wake it at once.
+/// After a syscall's output was copied: returns the flags that wake the
+/// daemon at once when this CPU's ring is more than an eighth full; past a
+/// quarter, also stops the thread (see `Config::throttle_signal`) and asks
+/// the daemon to hold the target while it drains.
 #[inline(always)]
 fn throttle_flags(cpu: u32, tid: u32) -> u64 {
     let ring = data_ring(cpu);
-    // A quarter: the rest absorbs the outputs of syscalls already under way
-    // on other CPUs.
-    if ring.query(RB_AVAIL_DATA) * 4 < ring.query(RB_RING_SIZE) {
+    let (avail, size) = (ring.query(RB_AVAIL_DATA), ring.query(RB_RING_SIZE));
+    // An eighth: wake the daemon so that it drains while the thread runs on,
+    // which is all it takes unless the thread outpaces the daemon.
+    if avail * 8 < size {
         return DATA_FLAGS;
+    }
+    // A quarter: stop the thread; the rest absorbs the outputs of syscalls
+    // already under way on other CPUs.
+    if avail * 4 < size {
+        return WAKE_FLAGS;
     }
     if let Some(p) = THROTTLE.get_ptr_mut(0) {
         // SAFETY: a plain store into the map value; racing CPUs store the

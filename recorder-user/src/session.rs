@@ -277,6 +277,9 @@ async fn record_inner(
         // (see `Config::throttle_signal`).
         if probe.throttle_requested() {
             probe.clear_throttle();
+            if let Some(sup) = &supervisor {
+                sup.drained();
+            }
         }
         state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
         writer.tick()?;

@@ -157,6 +157,10 @@ pub enum Command {
     Checkpoint,
     /// From the waiter thread: a tracee or child has an event to wait for.
     Ready,
+    /// From the session: the rings were drained, so threads stopped on a
+    /// full ring may go on now (saves the supervisor's `THROTTLE_PAUSE`
+    /// poll per stop, which a large read pays hundreds of times).
+    Drained,
     /// Stop supervising; detach from whatever still runs.
     Stop,
 }
@@ -229,6 +233,11 @@ impl Supervisor {
 
     pub fn request_checkpoint(&self) {
         let _ = self.commands.send(Command::Checkpoint);
+    }
+
+    /// The session drained the rings and cleared the throttle request.
+    pub fn drained(&self) {
+        let _ = self.commands.send(Command::Drained);
     }
 
     pub fn try_report(&self) -> Option<Report> {
@@ -502,6 +511,7 @@ impl State {
                 }
                 Ok(Command::Checkpoint) => self.checkpoint("events"),
                 Ok(Command::Ready) => ready = true,
+                Ok(Command::Drained) => {}
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -25,12 +24,19 @@ pub(crate) const MAX_BLOB_LEN: u64 = 256 << 20;
 /// Reader cache budget: enough for repeated references to hot blobs without
 /// holding a large trace's blobs in memory.
 const CACHE_BYTES: usize = 64 << 20;
+/// Blobs of at least four times this are first compressed on their first
+/// `PROBE_LEN` bytes, and stored raw when that saved less than
+/// `100 - PROBE_MIN_PERCENT` percent.
+const PROBE_LEN: usize = 16 << 10;
+const PROBE_MIN_PERCENT: usize = 95;
 
-fn content_hash(data: &[u8]) -> u64 {
-    // Deterministic SipHash; collisions are resolved by comparing contents.
-    let mut h = std::hash::DefaultHasher::new();
-    data.hash(&mut h);
-    h.finish()
+/// A zstd context, which has no `Debug` of its own.
+struct Compressor(zstd::bulk::Compressor<'static>);
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Compressor")
+    }
 }
 
 #[derive(Debug)]
@@ -38,9 +44,15 @@ pub(crate) struct BlobWriter {
     path: PathBuf,
     file: Option<File>,
     len: u64,
-    /// (hash, raw len) -> ids of blobs with that key.
-    seen: HashMap<(u64, u32), Vec<u64>>,
+    /// (crc32, raw len) -> ids of blobs with that key. The record's crc32
+    /// doubles as the dedup key: it costs a tenth of a general hash (SipHash
+    /// and BLAKE3 were the writer's largest cost on a large read), and a
+    /// collision is settled by reading the candidate back.
+    seen: HashMap<(u32, u32), Vec<u64>>,
     min_len: usize,
+    /// Reused across blobs: a fresh context per blob costs its allocation
+    /// and table reset, measurable at a megabyte per read.
+    compressor: Option<Compressor>,
     level: i32,
     unsynced: bool,
     pub bytes_written: u64,
@@ -55,6 +67,7 @@ impl BlobWriter {
             len: 0,
             seen: HashMap::new(),
             min_len: min_len.max(1),
+            compressor: None,
             level,
             unsynced: false,
             bytes_written: 0,
@@ -66,7 +79,8 @@ impl BlobWriter {
         if data.len() < self.min_len || data.len() as u64 > MAX_BLOB_LEN {
             return Ok(None);
         }
-        let key = (content_hash(data), data.len() as u32);
+        let crc = crc32fast::hash(data);
+        let key = (crc, data.len() as u32);
         if let Some(ids) = self.seen.get(&key) {
             for &id in ids {
                 if self.same_contents(id, data)? {
@@ -86,28 +100,29 @@ impl BlobWriter {
             self.len = FILE_HEADER_LEN;
             self.file = Some(f);
         }
-        let compressed = zstd::bulk::compress(data, self.level)
-            .map_err(|e| Error::io("compress a blob for", &self.path, e))?;
-        let (flags, stored): (u32, &[u8]) = if compressed.len() < data.len() {
-            (FLAG_ZSTD, &compressed)
-        } else {
-            (0, data)
+        let compressed = self.compress(data)?;
+        let (flags, stored): (u32, &[u8]) = match &compressed {
+            Some(c) if c.len() < data.len() => (FLAG_ZSTD, c),
+            _ => (0, data),
         };
-        let mut rec = Vec::with_capacity(RECORD_HEADER_LEN + stored.len());
-        rec.extend_from_slice(&flags.to_le_bytes());
-        rec.extend_from_slice(&(stored.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-        rec.extend_from_slice(&0u32.to_le_bytes());
-        let hcrc = crc32fast::hash(&rec[..20]);
-        rec.extend_from_slice(&hcrc.to_le_bytes());
-        rec.extend_from_slice(stored);
+        let mut head = Vec::with_capacity(RECORD_HEADER_LEN);
+        head.extend_from_slice(&flags.to_le_bytes());
+        head.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+        head.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        head.extend_from_slice(&crc.to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        let hcrc = crc32fast::hash(&head);
+        head.extend_from_slice(&hcrc.to_le_bytes());
         let id = self.len;
         let file = self.file.as_mut().ok_or(Error::WriterFailed)?;
-        file.write_all(&rec)
+        // Header and payload written apart: joining them would copy the
+        // payload once more (megabytes for a large read).
+        file.write_all(&head)
+            .and_then(|()| file.write_all(stored))
             .map_err(|e| Error::io("write", &self.path, e))?;
-        self.len += rec.len() as u64;
-        self.bytes_written += rec.len() as u64;
+        let rec_len = (RECORD_HEADER_LEN + stored.len()) as u64;
+        self.len += rec_len;
+        self.bytes_written += rec_len;
         self.unsynced = true;
         self.seen.entry(key).or_default().push(id);
         Ok(Some(id))
@@ -117,10 +132,34 @@ impl BlobWriter {
         let Some(file) = &self.file else {
             return Ok(false);
         };
-        match read_blob(file, &self.path, self.len, id, data.len() as u64) {
-            Ok(b) => Ok(b[..] == *data),
-            Err(e) => Err(e),
+        let b = read_blob(file, &self.path, self.len, id, data.len() as u64)?;
+        Ok(b[..] == *data)
+    }
+
+    /// `data` compressed, or `None` when a sample of it did not compress
+    /// (random or already compressed bytes): compressing all of it would
+    /// cost the recorder's writer more than anything else it does.
+    fn compress(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let compressor = match &mut self.compressor {
+            Some(c) => c,
+            None => self.compressor.insert(Compressor(
+                zstd::bulk::Compressor::new(self.level)
+                    .map_err(|e| Error::io("compress a blob for", &self.path, e))?,
+            )),
+        };
+        let mut compress = |d: &[u8]| {
+            compressor
+                .0
+                .compress(d)
+                .map_err(|e| Error::io("compress a blob for", &self.path, e))
+        };
+        if data.len() >= 4 * PROBE_LEN {
+            let probe = compress(&data[..PROBE_LEN])?;
+            if probe.len() * 100 >= PROBE_LEN * PROBE_MIN_PERCENT {
+                return Ok(None);
+            }
         }
+        compress(data).map(Some)
     }
 
     pub fn sync(&mut self) -> Result<(), Error> {

@@ -67,6 +67,38 @@ fn big_payload_is_stored_once() {
 }
 
 #[test]
+fn large_payloads_compressed_unless_random() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("t");
+    let mut rng = Rng(11);
+    let random: bytes::Bytes = (0..1 << 20)
+        .map(|_| rng.next() as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let text: bytes::Bytes = b"all work and no play "
+        .iter()
+        .copied()
+        .cycle()
+        .take(1 << 20)
+        .collect::<Vec<u8>>()
+        .into();
+    let events = vec![
+        ev(10, 1, syscall(0, &[3], 1 << 20, 5, vec![out(1, 0x10, &random)])),
+        ev(20, 1, syscall(0, &[3], 1 << 20, 15, vec![out(1, 0x10, &text)])),
+    ];
+    write_trace(&d, &events, opts(1));
+    let blobs = std::fs::metadata(d.join("blobs.tlf")).unwrap().len();
+    // The random megabyte stored as it is, the text one in a few kB.
+    assert!(
+        ((1 << 20)..(1 << 20) + 64 * 1024).contains(&blobs),
+        "blobs.tlf is {blobs} bytes"
+    );
+    let (got, err) = read_all(&d);
+    assert!(err.is_none());
+    assert_eq!(got, expected(&events));
+}
+
+#[test]
 fn filtered_iteration() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("t");
