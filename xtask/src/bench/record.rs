@@ -15,8 +15,10 @@ use super::{
 
 /// Native wall time the syscall-loop and ping-pong workloads are sized to.
 const TARGET_SECS: f64 = 0.3;
-/// Chunks of work per thread in the CPU job, each followed by one write.
-const CPU_CHUNKS: u64 = 50;
+/// Chunks of work per thread in the CPU job, each followed by one write:
+/// about 2 s, so that the recorder's fixed start-up (the `true` row) does
+/// not stand for its steady-state overhead.
+const CPU_CHUNKS: u64 = 200;
 /// Native duration of one CPU-job chunk.
 const CHUNK_SECS: f64 = 0.010;
 const BIG_FILE_LEN: u64 = 1 << 30;
