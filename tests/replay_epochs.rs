@@ -133,6 +133,7 @@ fn replay_real_programs() {
         .collect();
     std::fs::write(&input, text).unwrap();
     let input = input.to_str().unwrap();
+    let db = dir.path().join("wal.db").display().to_string();
     for cmd in [
         vec!["ls", "-la", "/usr/bin"],
         vec!["sort", input],
@@ -149,13 +150,21 @@ fn replay_real_programs() {
             "import os, mmap; os.chdir('/etc'); f = open('passwd', 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ); print(m[:5])",
         ],
         // A shared writable mapping of a file unlinked at once (as POSIX
-        // semaphores are): copied through /proc/PID/map_files while the
-        // mapping lasts (here 0.2 s; README, Limitations), mapped privately
-        // by replay.
+        // semaphores are), written and unmapped at once: the thread is held
+        // at its mmap until the recorder has copied the file through
+        // /proc/PID/map_files; replay maps that copy privately.
         vec![
             "/usr/bin/python3",
             "-c",
-            "import os, mmap, time; p = '/dev/shm/uniplay-test-%d' % os.getpid(); fd = os.open(p, os.O_RDWR | os.O_CREAT); os.write(fd, b'x' * 4096); m = mmap.mmap(fd, 4096); os.unlink(p); m[0:5] = b'hello'; time.sleep(0.2); print(m[:6])",
+            "import os, mmap; p = '/dev/shm/uniplay-test-%d' % os.getpid(); fd = os.open(p, os.O_RDWR | os.O_CREAT); os.write(fd, b'x' * 4096); m = mmap.mmap(fd, 4096); os.unlink(p); m[0:5] = b'hello'; print(m[:6]); m.close()",
+        ],
+        // SQLite in WAL mode: asks F_GETLK (its answer is an output) and
+        // maps its -shm index shared, writing it at once (replay must start
+        // from what the file held at the mmap, not from a later copy).
+        vec![
+            "sqlite3",
+            &db,
+            "pragma journal_mode=wal; create table t(a, b); with recursive c(x) as (select 1 union all select x+1 from c where x<5000) insert into t select x, hex(randomblob(8)) from c; select count(*) from t where b > '8';",
         ],
     ] {
         record_and_verify("30ms", &cmd);

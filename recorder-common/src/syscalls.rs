@@ -39,6 +39,35 @@ pub const LEN_MSGHDR: u8 = 9;
 /// at most `CHUNK_MAX` bytes. Always used with [`WHEN_INPUT`].
 pub const LEN_CSTR: u8 = 10;
 
+/// Bytes decided by a command argument (`args[param]`), by the command
+/// table `size` (`CMD_FCNTL`, `CMD_PRCTL`): see [`cmd_out_len`].
+pub const LEN_CMD: u8 = 11;
+/// `LEN_CMD` tables.
+pub const CMD_FCNTL: u32 = 0;
+pub const CMD_PRCTL: u32 = 1;
+
+/// Bytes the kernel writes at a command's pointer argument, for the
+/// commands of `fcntl` (`CMD_FCNTL`) and `prctl` (`CMD_PRCTL`) that write
+/// any (a `F_GETLK` answer changes what the program does next: SQLite's
+/// WAL mode asks it on every open).
+pub const fn cmd_out_len(table: u32, cmd: u64) -> u64 {
+    match (table, cmd) {
+        // F_GETLK, F_OFD_GETLK: struct flock.
+        (CMD_FCNTL, 5 | 36) => 32,
+        // F_GETOWN_EX (struct f_owner_ex), F_GETOWNER_UIDS (two uid_t),
+        // F_GET_RW_HINT, F_GET_FILE_RW_HINT (u64).
+        (CMD_FCNTL, 16 | 17 | 1035 | 1037) => 8,
+        // PR_GET_NAME: the 16-byte thread name.
+        (CMD_PRCTL, 16) => 16,
+        // PR_GET_TID_ADDRESS: a pointer.
+        (CMD_PRCTL, 40) => 8,
+        // PR_GET_PDEATHSIG, PR_GET_UNALIGN, PR_GET_FPEMU, PR_GET_FPEXC,
+        // PR_GET_ENDIAN, PR_GET_TSC, PR_GET_CHILD_SUBREAPER: an int.
+        (CMD_PRCTL, 2 | 5 | 9 | 11 | 19 | 25 | 37) => 4,
+        _ => 0,
+    }
+}
+
 /// `OutSpec::when`: only when the syscall succeeded (`ret >= 0`).
 pub const WHEN_OK: u8 = 0;
 /// `OutSpec::when`: whatever the result (e.g. nanosleep's remaining time is
@@ -292,7 +321,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (61, emu(4, &[fixed(1, 4), fixed(3, RUSAGE)])),         // wait4
     (62, emu(2, &[])),                                      // kill
     (63, emu(1, &[fixed(0, UTSNAME)])),                     // uname
-    (72, emu(3, &[])),                                      // fcntl
+    (72, emu(3, &[out(2, LEN_CMD, 1, CMD_FCNTL)])),         // fcntl
     (73, emu(2, &[])),                                      // flock
     (74, emu(1, &[])),                                      // fsync
     (75, emu(1, &[])),                                      // fdatasync
@@ -344,7 +373,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (140, emu(2, &[])),                                     // getpriority
     (143, emu(2, &[fixed(1, SCHED_PARAM)])),                // sched_getparam
     (145, emu(1, &[])),                                     // sched_getscheduler
-    (157, emu(5, &[])),                                     // prctl
+    (157, emu(5, &[out(1, LEN_CMD, 0, CMD_PRCTL)])),        // prctl
     (158, exe(2)),                                          // arch_prctl
     (159, emu(1, &[fixed(0, TIMEX)])),                      // adjtimex
     (186, emu(0, &[])),                                     // gettid
@@ -489,6 +518,7 @@ const _: () = assert!(SYSCALL_COUNT as u32 <= TABLE_SIZE);
 
 /// Syscall numbers of special interest to the recorder.
 pub mod nr {
+    pub const MMAP: u32 = 9;
     pub const CLONE: u32 = 56;
     pub const FORK: u32 = 57;
     pub const VFORK: u32 = 58;
@@ -527,6 +557,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn command_outputs() {
+        let fcntl = spec(72).outs[0];
+        assert_eq!((fcntl.rule, fcntl.param), (LEN_CMD, 1));
+        assert_eq!(cmd_out_len(fcntl.size, 5), 32, "F_GETLK");
+        assert_eq!(
+            cmd_out_len(fcntl.size, 6),
+            0,
+            "F_SETLK reads, writes nothing"
+        );
+        let prctl = spec(157).outs[0];
+        assert_eq!((prctl.arg, prctl.param), (1, 0));
+        assert_eq!(cmd_out_len(prctl.size, 16), 16, "PR_GET_NAME");
+        assert_eq!(cmd_out_len(prctl.size, 15), 0, "PR_SET_NAME");
     }
 
     #[test]

@@ -158,6 +158,15 @@ fn throttle_flags(cpu: u32, tid: u32) -> u64 {
     if avail * 4 < size {
         return WAKE_FLAGS;
     }
+    hold_for_daemon(tid);
+    WAKE_FLAGS
+}
+
+/// Stops the thread on its way back to user code (see
+/// `Config::throttle_signal`) and asks the daemon to hold the target until
+/// it has drained the rings and handled what they hold.
+#[inline(always)]
+fn hold_for_daemon(tid: u32) {
     if let Some(p) = THROTTLE.get_ptr_mut(0) {
         // SAFETY: a plain store into the map value; racing CPUs store the
         // same value.
@@ -176,7 +185,18 @@ fn throttle_flags(cpu: u32, tid: u32) -> u64 {
             }
         }
     }
-    WAKE_FLAGS
+}
+
+/// A file mapped shared: the daemon copies the file when it reads this
+/// event, but the program may write through the mapping at once, and a
+/// copy taken after that would start replay from the wrong contents
+/// (SQLite's WAL index). So the thread waits, stopped, until the daemon
+/// has made the copy.
+#[inline(always)]
+fn shared_file_mapping(nr: u32, args: &[u64; 6], ret: i64) -> bool {
+    const MAP_SHARED: u64 = 0x01;
+    const MAP_ANONYMOUS: u64 = 0x20;
+    nr == nr::MMAP && ret >= 0 && args[3] & MAP_SHARED != 0 && args[3] & MAP_ANONYMOUS == 0
 }
 
 #[inline(always)]
@@ -416,6 +436,7 @@ fn plan_one(o: &OutSpec, args: &[u64; 6], ret: i64, segs: &mut Segs) {
         },
         LEN_FDSET => arg(args, o.param).wrapping_add(63) / 64 * 8,
         LEN_IOCTL => ioctl_len(args[1]),
+        LEN_CMD => cmd_out_len(o.size, arg(args, o.param)),
         LEN_IOV => {
             plan_iov(slot, addr, arg(args, o.param), ret as u64, segs);
             0
@@ -725,6 +746,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             hdr.time_ns = unsafe { bpf_ktime_get_ns() };
             out_flags = throttle_flags(hdr.cpu, tid);
         }
+    }
+    if shared_file_mapping(nr, &args, ret) {
+        hold_for_daemon(tid);
+        out_flags = WAKE_FLAGS;
     }
     let rec = SyscallRec {
         hdr,

@@ -281,6 +281,11 @@ async fn record_inner(
                 sup.drained();
             }
         }
+        for tid in std::mem::take(&mut state.mapped_shared) {
+            if let Some(sup) = &supervisor {
+                sup.copied(tid);
+            }
+        }
         state.drop_old_epochs(&mut writer, opts.checkpoints.as_ref())?;
         writer.tick()?;
         status.update(&writer, &probe);
@@ -435,6 +440,9 @@ struct State {
     cwds: HashMap<u32, String>,
     /// Copies files the target maps into the trace, off the drain loop.
     copier: Option<FileCopier>,
+    /// Threads held at a shared file mapping whose file is now copied, for
+    /// the supervisor to release.
+    mapped_shared: Vec<u32>,
 }
 
 impl State {
@@ -466,6 +474,7 @@ impl State {
                 .into_iter()
                 .collect(),
             copier: None,
+            mapped_shared: Vec::new(),
         }
     }
 
@@ -520,7 +529,7 @@ impl State {
             }
             9 if s.ret >= 0 && a.len() >= 5 && a[3] & MAP_ANONYMOUS == 0 && (a[4] as i64) >= 0 => {
                 if let (Some(path), Some(c)) = (self.fd_paths.get(&(pid, a[4])), &mut self.copier) {
-                    c.copy(path, None);
+                    c.copy(path, None, false);
                 }
             }
             _ => {}
@@ -533,6 +542,7 @@ impl State {
     /// reads it even if it was unlinked since (a POSIX semaphore in
     /// /dev/shm), which the in-order copy by path (`track_files`) cannot.
     fn copy_mapped_early(&mut self, e: &Event) {
+        const MAP_SHARED: u64 = 0x01;
         const MAP_ANONYMOUS: u64 = 0x20;
         let (Some(c), EventKind::Syscall(s)) = (&mut self.copier, &e.kind) else {
             return;
@@ -547,7 +557,14 @@ impl State {
         if let Ok(target) = std::fs::read_link(&source) {
             let target = target.display().to_string();
             let path = target.strip_suffix(" (deleted)").unwrap_or(&target);
-            c.copy(path, Some(source));
+            // A shared mapping's thread is held at the mmap until this
+            // drain is over (see the eBPF side's `shared_file_mapping`):
+            // copy it before then, while it still holds what was mapped.
+            let wait = a[3] & MAP_SHARED != 0;
+            c.copy(path, Some(source), wait);
+        }
+        if a[3] & MAP_SHARED != 0 {
+            self.mapped_shared.push(e.tid);
         }
     }
 
@@ -942,12 +959,19 @@ fn finalise(
     Ok(Outcome { meta, child, lost })
 }
 
+/// A file for `FileCopier` to copy.
+struct CopyRequest {
+    path: String,
+    /// Where else its bytes may be read should `path` be gone.
+    fallback: Option<String>,
+    /// Told when the copy is made (or failed), if someone waits for it.
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
 /// Copies the files the target maps into the trace's `files/`, on its own
 /// thread so a large library never holds up the drain loop.
 struct FileCopier {
-    /// A path to copy, and where else its bytes may be read should it be
-    /// gone.
-    paths: std::sync::mpsc::Sender<(String, Option<String>)>,
+    paths: std::sync::mpsc::Sender<CopyRequest>,
     thread: std::thread::JoinHandle<std::collections::BTreeMap<String, String>>,
     seen: HashSet<String>,
 }
@@ -955,17 +979,25 @@ struct FileCopier {
 impl FileCopier {
     fn start(dir: &std::path::Path) -> Option<FileCopier> {
         let writer = tracelog::CheckpointWriter::new(dir).ok()?;
-        let (paths, rx) = std::sync::mpsc::channel::<(String, Option<String>)>();
+        let (paths, rx) = std::sync::mpsc::channel::<CopyRequest>();
         let thread = std::thread::Builder::new()
             .name("uniplay-files".into())
             .spawn(move || {
                 let mut copied = std::collections::BTreeMap::new();
-                for (path, fallback) in rx {
+                for CopyRequest {
+                    path,
+                    fallback,
+                    done,
+                } in rx
+                {
                     let hash = std::iter::once(&path)
                         .chain(fallback.as_ref())
                         .find_map(|p| writer.add_file(std::path::Path::new(p)).ok());
                     if let Some(hash) = hash {
                         copied.insert(path, hash);
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
                 }
                 copied
@@ -978,9 +1010,20 @@ impl FileCopier {
         })
     }
 
-    fn copy(&mut self, path: &str, fallback: Option<String>) {
-        if self.seen.insert(path.to_string()) {
-            let _ = self.paths.send((path.to_string(), fallback));
+    /// Copies `path` once per trace; with `wait`, returns only when the
+    /// copy is made.
+    fn copy(&mut self, path: &str, fallback: Option<String>, wait: bool) {
+        if !self.seen.insert(path.to_string()) {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let request = CopyRequest {
+            path: path.to_string(),
+            fallback,
+            done: wait.then_some(tx),
+        };
+        if self.paths.send(request).is_ok() && wait {
+            let _ = rx.recv();
         }
     }
 

@@ -161,6 +161,9 @@ pub enum Command {
     /// full ring may go on now (saves the supervisor's `THROTTLE_PAUSE`
     /// poll per stop, which a large read pays hundreds of times).
     Drained,
+    /// From the session: the file of a thread's shared mapping is copied
+    /// (see `Stop::Throttled`).
+    Copied(u32),
     /// Stop supervising; detach from whatever still runs.
     Stop,
 }
@@ -240,6 +243,11 @@ impl Supervisor {
         let _ = self.commands.send(Command::Drained);
     }
 
+    /// The session copied the file thread `tid` just mapped shared.
+    pub fn copied(&self, tid: u32) {
+        let _ = self.commands.send(Command::Copied(tid));
+    }
+
     pub fn try_report(&self) -> Option<Report> {
         self.reports.try_recv().ok()
     }
@@ -267,8 +275,10 @@ enum Stop {
     /// About to receive this signal: resume by delivering it.
     Signal(i32),
     /// Stopped itself because its output filled its ring (the throttle
-    /// signal, never delivered): resume without it.
-    Throttled(Instant),
+    /// signal, never delivered): resume without it. `mapping`: stopped by
+    /// a shared file mapping instead, until the session has copied the file
+    /// (`Command::Copied`).
+    Throttled { since: Instant, mapping: bool },
 }
 
 #[derive(Debug)]
@@ -440,6 +450,9 @@ struct State {
     /// when, and the CPUs they may use otherwise.
     pinned: HashMap<u32, (Instant, nix::sched::CpuSet)>,
     deferred: Option<Deferred>,
+    /// Threads whose shared file mapping the session has copied, not yet
+    /// released (the message may come before their stop is seen).
+    copied: HashSet<u32>,
 }
 
 impl State {
@@ -474,6 +487,7 @@ impl State {
             early_sink: None,
             pinned: HashMap::new(),
             deferred: None,
+            copied: HashSet::new(),
         }
     }
 
@@ -512,6 +526,9 @@ impl State {
                 Ok(Command::Checkpoint) => self.checkpoint("events"),
                 Ok(Command::Ready) => ready = true,
                 Ok(Command::Drained) => {}
+                Ok(Command::Copied(tid)) => {
+                    self.copied.insert(tid);
+                }
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -557,15 +574,20 @@ impl State {
         if !self
             .tracees
             .values()
-            .any(|t| matches!(t.stop, Some(Stop::Throttled(_))))
+            .any(|t| matches!(t.stop, Some(Stop::Throttled { .. })))
         {
             return false;
         }
         let mut waiting = false;
         let drained = !self.filter().throttle_requested();
         for (&tid, t) in self.tracees.iter_mut() {
-            if let Some(Stop::Throttled(since)) = t.stop {
-                if drained || since.elapsed() >= THROTTLE_MAX {
+            if let Some(Stop::Throttled { since, mapping }) = t.stop {
+                let done = if mapping {
+                    self.copied.remove(&tid)
+                } else {
+                    drained
+                };
+                if done || since.elapsed() >= THROTTLE_MAX {
                     t.stop = None;
                     let _ = pt::cont(tid, None);
                 } else {
@@ -615,7 +637,7 @@ impl State {
     /// injections work), before a checkpoint stops the rest.
     fn interrupt_throttled(&mut self) {
         for (&tid, t) in self.tracees.iter_mut() {
-            if let Some(Stop::Throttled(_)) = t.stop {
+            if let Some(Stop::Throttled { .. }) = t.stop {
                 t.stop = None;
                 let _ = pt::interrupt(tid);
                 let _ = pt::cont(tid, None);
@@ -704,8 +726,14 @@ impl State {
                 let sig = sig as i32;
                 if sig == THROTTLE_SIGNAL && self.take_throttled(tid) {
                     // Kept stopped for a moment (see `release_throttled`).
+                    // Back from an mmap: the eBPF side stopped it for a
+                    // shared file mapping (mmap has no output to fill a ring).
+                    let mapping = pt::getregs(tid).is_ok_and(|r| r.orig_rax == 9);
                     if let Some(t) = self.tracees.get_mut(&tid) {
-                        t.stop = Some(Stop::Throttled(Instant::now()));
+                        t.stop = Some(Stop::Throttled {
+                            since: Instant::now(),
+                            mapping,
+                        });
                     }
                     return;
                 }
@@ -1180,7 +1208,7 @@ impl State {
                     self.report_siginfo(tid, sig);
                     pt::cont(tid, Some(sig))
                 }
-                Some(Stop::Throttled(_)) => {
+                Some(Stop::Throttled { .. }) => {
                     self.take_throttled(tid);
                     pt::cont(tid, None)
                 }

@@ -83,8 +83,16 @@ fn large_payloads_compressed_unless_random() {
         .collect::<Vec<u8>>()
         .into();
     let events = vec![
-        ev(10, 1, syscall(0, &[3], 1 << 20, 5, vec![out(1, 0x10, &random)])),
-        ev(20, 1, syscall(0, &[3], 1 << 20, 15, vec![out(1, 0x10, &text)])),
+        ev(
+            10,
+            1,
+            syscall(0, &[3], 1 << 20, 5, vec![out(1, 0x10, &random)]),
+        ),
+        ev(
+            20,
+            1,
+            syscall(0, &[3], 1 << 20, 15, vec![out(1, 0x10, &text)]),
+        ),
     ];
     write_trace(&d, &events, opts(1));
     let blobs = std::fs::metadata(d.join("blobs.tlf")).unwrap().len();
