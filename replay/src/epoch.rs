@@ -637,6 +637,9 @@ struct Run<'a> {
     execs: VecDeque<(u32, String, Vec<String>)>,
     /// Signal frames the replay had the kernel write (handler-entry sp).
     frames: Vec<u64>,
+    /// Live threads that took a debug trap (a replay breakpoint or
+    /// watchpoint) since their last trapped rdtsc: see `handler_entered`.
+    debug_trapped: HashSet<u32>,
     /// Recorded tid → the signal mask its last syscall installed for its
     /// duration (pselect6, ppoll, epoll_pwait, rt_sigsuspend), when a signal
     /// cut that call short: replay skipped the call, so the mask is
@@ -686,6 +689,7 @@ impl<'a> Run<'a> {
             exec_end: false,
             final_signals: HashMap::new(),
             frames: Vec::new(),
+            debug_trapped: HashSet::new(),
             call_mask: HashMap::new(),
         }
     }
@@ -782,6 +786,9 @@ impl<'a> Run<'a> {
             .checkpoint(epoch)
             .map_err(|source| ReplayError::Trace { epoch, source })?;
         self.start_ns = cp.time_ns;
+        // Restored threads' last trap is whatever restoring them left; the
+        // recorded ones' is an rdtsc's (see `handler_entered`).
+        self.debug_trapped = self.live.tids.values().copied().collect();
         if let Some(p) = cp.processes.iter().find(|p| p.pid == self.pid) {
             self.cwd = p.cwd.clone();
             for f in &p.fds {
@@ -882,11 +889,7 @@ impl<'a> Run<'a> {
                 }
                 stop = match self.drv.enter_handler(tid, sig)? {
                     Stop::Reached => {
-                        let sp = self.drv.regs(tid)?.rsp;
-                        if let Some(own) = own_mask.take() {
-                            self.put_own_mask(sp, own)?;
-                        }
-                        self.frames.push(sp);
+                        self.handler_entered(tid, own_mask.take())?;
                         self.drv.run_to_syscall(tid, TIME_SLICE)?
                     }
                     other => other,
@@ -1088,6 +1091,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         let slice = self.slice(rec, entered(next));
+        self.debug_trapped.insert(tid);
         for _ in 0..4 {
             match self.drv.run_until_write(tid, word, slice)? {
                 Stop::Reached if done(self.word_at(word)) => break,
@@ -1103,7 +1107,8 @@ impl<'a> Run<'a> {
 
     /// Runs `tid` until it is in the state of recorded registers `regs`
     /// (and FPU/SSE state `fpregs`, if given): see `Driver::run_to_state`.
-    fn run_to(&self, tid: u32, regs: &[u64], fpregs: &[u8]) -> Result<Stop, ReplayError> {
+    fn run_to(&mut self, tid: u32, regs: &[u64], fpregs: &[u8]) -> Result<Stop, ReplayError> {
+        self.debug_trapped.insert(tid);
         let live = &*self.live;
         let poke = |a: u64, d: &[u8]| live.write_memory(a, d);
         let peek = |a: u64| {
@@ -1197,6 +1202,8 @@ impl<'a> Run<'a> {
                 }
                 r.rip += len;
                 self.drv.set_regs(tid, r)?;
+                // The fault set the thread's last trap as in the recording.
+                self.debug_trapped.remove(&tid);
                 return Ok(true);
             }
             Stop::SyscallEntry(r) => call_text(r.orig_rax as u32, &[]),
@@ -1825,6 +1832,39 @@ impl<'a> Run<'a> {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
+    /// Live thread `tid` stopped as a signal handler starts: its frame is
+    /// made what the recording's was (`own` mask, see `put_own_mask`; the
+    /// trap fields) and remembered.
+    fn handler_entered(&mut self, tid: u32, own: Option<u64>) -> Result<(), ReplayError> {
+        let sp = self.drv.regs(tid)?.rsp;
+        if let Some(own) = own {
+            self.put_own_mask(sp, own)?;
+        }
+        // Replay's own breakpoints and watchpoints leave traces a recorded
+        // frame does not have, in words the program may keep on its stack
+        // (bash's SIGCHLD frames did, diverging epochs):
+        // - sigcontext's err and trapno are the thread's last trap: debug
+        //   (1) after ours, but in the recording an rdtsc's general
+        //   protection fault (13, error code 0): the recorder traps rdtsc in
+        //   every process it records, and ld.so executes it at start-up;
+        // - the saved flags have RF (resume flag) set after an instruction
+        //   breakpoint.
+        if self.debug_trapped.remove(&tid) {
+            const EFLAGS: u64 = 8 + 8 + 8 + 24 + 136;
+            const ERR: u64 = 8 + 8 + 8 + 24 + 152;
+            const RF: u64 = 1 << 16;
+            let mut flags = [0u8; 8];
+            self.live.read_memory(sp + EFLAGS, &mut flags)?;
+            let flags = u64::from_ne_bytes(flags) & !RF;
+            self.live.write_memory(sp + EFLAGS, &flags.to_ne_bytes())?;
+            let trap: [u64; 2] = [0, 13];
+            let bytes: Vec<u8> = trap.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            self.live.write_memory(sp + ERR, &bytes)?;
+        }
+        self.frames.push(sp);
+        Ok(())
+    }
+
     /// A signal let in by the temporary mask of the call it cut short was
     /// delivered with that mask in force: the handler's frame at `sp` gets
     /// the thread's own mask, which sigreturn restores, as the kernel's
@@ -1883,13 +1923,7 @@ impl<'a> Run<'a> {
                         .drv
                         .deliver_and_stop(tid, sig as i32, info.as_deref())?
                     {
-                        Stop::Reached => {
-                            let sp = self.drv.regs(tid)?.rsp;
-                            if let Some(own) = own_mask {
-                                self.put_own_mask(sp, own)?;
-                            }
-                            self.frames.push(sp);
-                        }
+                        Stop::Reached => self.handler_entered(tid, own_mask)?,
                         other => self.diverge(
                             None,
                             t.tid,
