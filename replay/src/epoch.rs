@@ -79,6 +79,11 @@ pub struct ProcessOutcome {
     pub children: Vec<ProcessOutcome>,
 }
 
+/// `UNIPLAY_REPLAY_DEBUG` is set: say more on stderr.
+fn debug() -> bool {
+    std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some()
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -250,7 +255,7 @@ fn replay_on(
     watchdog: &Watchdog,
     eager: bool,
 ) -> Result<ProcessOutcome, ReplayError> {
-    if std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some() {
+    if debug() {
         eprintln!(
             "replay: epoch {epoch} pid {pid}: start cpu {:?}, running on {cpu:?}",
             log.start_cpu
@@ -1837,6 +1842,9 @@ impl<'a> Run<'a> {
     /// trap fields) and remembered.
     fn handler_entered(&mut self, tid: u32, own: Option<u64>) -> Result<(), ReplayError> {
         let sp = self.drv.regs(tid)?.rsp;
+        if debug() {
+            eprintln!("replay: pid {}: signal frame at {sp:#x}", self.pid);
+        }
         if let Some(own) = own {
             self.put_own_mask(sp, own)?;
         }
