@@ -79,6 +79,13 @@ pub struct ProcessOutcome {
     pub children: Vec<ProcessOutcome>,
 }
 
+/// Live thread `tid` has a handler for `sig` (asked before delivering it:
+/// SA_RESETHAND drops the handler as it runs).
+fn caught(tid: u32, sig: i32) -> bool {
+    crate::sys::signal_sets(tid)
+        .is_ok_and(|(caught, _)| (1..=64).contains(&sig) && caught & (1 << (sig - 1)) != 0)
+}
+
 /// `UNIPLAY_REPLAY_DEBUG` is set: say more on stderr.
 fn debug() -> bool {
     std::env::var_os("UNIPLAY_REPLAY_DEBUG").is_some()
@@ -892,9 +899,12 @@ impl<'a> Run<'a> {
                 if let Some(info) = info {
                     self.drv.set_siginfo(tid, &info)?;
                 }
+                let caught = caught(tid, sig);
                 stop = match self.drv.enter_handler(tid, sig)? {
                     Stop::Reached => {
-                        self.handler_entered(tid, own_mask.take())?;
+                        if caught {
+                            self.handler_entered(tid, own_mask.take())?;
+                        }
                         self.drv.run_to_syscall(tid, TIME_SLICE)?
                     }
                     other => other,
@@ -1837,7 +1847,8 @@ impl<'a> Run<'a> {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// Live thread `tid` stopped as a signal handler starts: its frame is
+    /// Live thread `tid` stopped as a signal handler starts (only then is
+    /// there a frame: `caught`): its frame is
     /// made what the recording's was (`own` mask, see `put_own_mask`; the
     /// trap fields) and remembered.
     fn handler_entered(&mut self, tid: u32, own: Option<u64>) -> Result<(), ReplayError> {
@@ -1927,11 +1938,13 @@ impl<'a> Run<'a> {
                         None => None,
                     };
                     let info = self.take_siginfo(t.tid, sig);
+                    let caught = caught(tid, sig as i32);
                     match self
                         .drv
                         .deliver_and_stop(tid, sig as i32, info.as_deref())?
                     {
-                        Stop::Reached => self.handler_entered(tid, own_mask)?,
+                        Stop::Reached if caught => self.handler_entered(tid, own_mask)?,
+                        Stop::Reached => {}
                         other => self.diverge(
                             None,
                             t.tid,
