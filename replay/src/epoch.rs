@@ -895,15 +895,16 @@ impl<'a> Run<'a> {
                 sent.remove(i);
                 // With the siginfo it had (sender, code, status), so the
                 // handler and the signal frame see what they saw.
-                let info = self.take_siginfo(e.tid, sig as u32);
-                if let Some(info) = info {
-                    self.drv.set_siginfo(tid, &info)?;
+                let delivery = self.take_delivery(e.tid, sig as u32);
+                if let Some(d) = &delivery {
+                    self.drv.set_siginfo(tid, &d.info)?;
                 }
                 let caught = caught(tid, sig);
                 stop = match self.drv.enter_handler(tid, sig)? {
                     Stop::Reached => {
                         if caught {
-                            self.handler_entered(tid, own_mask.take())?;
+                            let flags = delivery.and_then(|d| d.regs).map(|r| r[18]);
+                            self.handler_entered(tid, own_mask.take(), flags)?;
                         }
                         self.drv.run_to_syscall(tid, TIME_SLICE)?
                     }
@@ -1229,10 +1230,10 @@ impl<'a> Run<'a> {
     }
 
     /// The recorded siginfo of the next `sig` delivered to recorded `tid`.
-    fn take_siginfo(&mut self, tid: u32, sig: u32) -> Option<Vec<u8>> {
+    fn take_delivery(&mut self, tid: u32, sig: u32) -> Option<Delivery> {
         let q = self.siginfos.get_mut(&tid)?;
         let at = q.iter().position(|d| d.sig == sig)?;
-        q.remove(at).map(|d| d.info)
+        q.remove(at)
     }
 
     /// Where the recording delivered `sig` to `tid` in the middle of its
@@ -1851,7 +1852,12 @@ impl<'a> Run<'a> {
     /// there a frame: `caught`): its frame is
     /// made what the recording's was (`own` mask, see `put_own_mask`; the
     /// trap fields) and remembered.
-    fn handler_entered(&mut self, tid: u32, own: Option<u64>) -> Result<(), ReplayError> {
+    fn handler_entered(
+        &mut self,
+        tid: u32,
+        own: Option<u64>,
+        recorded_flags: Option<u64>,
+    ) -> Result<(), ReplayError> {
         let sp = self.drv.regs(tid)?.rsp;
         if debug() {
             eprintln!("replay: pid {}: signal frame at {sp:#x}", self.pid);
@@ -1867,15 +1873,26 @@ impl<'a> Run<'a> {
         //   protection fault (13, error code 0): the recorder traps rdtsc in
         //   every process it records, and ld.so executes it at start-up;
         // - the saved flags have RF (resume flag) set after an instruction
-        //   breakpoint.
-        if self.debug_trapped.remove(&tid) {
-            const EFLAGS: u64 = 8 + 8 + 8 + 24 + 136;
+        //   breakpoint; in the recording, after a fault (a trapped rdtsc)
+        //   when the signal came right at its return: the flags the
+        //   recorder saw at the delivery, when the trace has them, are
+        //   what the recorded frame holds.
+        const EFLAGS: u64 = 8 + 8 + 8 + 24 + 136;
+        const RF: u64 = 1 << 16;
+        let trapped = self.debug_trapped.remove(&tid);
+        let mut flags = [0u8; 8];
+        self.live.read_memory(sp + EFLAGS, &mut flags)?;
+        let flags = u64::from_ne_bytes(flags);
+        let want = match recorded_flags {
+            Some(rec) => flags & !RF | rec & RF,
+            None if trapped => flags & !RF,
+            None => flags,
+        };
+        if want != flags {
+            self.live.write_memory(sp + EFLAGS, &want.to_ne_bytes())?;
+        }
+        if trapped {
             const ERR: u64 = 8 + 8 + 8 + 24 + 152;
-            const RF: u64 = 1 << 16;
-            let mut flags = [0u8; 8];
-            self.live.read_memory(sp + EFLAGS, &mut flags)?;
-            let flags = u64::from_ne_bytes(flags) & !RF;
-            self.live.write_memory(sp + EFLAGS, &flags.to_ne_bytes())?;
             let trap: [u64; 2] = [0, 13];
             let bytes: Vec<u8> = trap.iter().flat_map(|w| w.to_ne_bytes()).collect();
             self.live.write_memory(sp + ERR, &bytes)?;
@@ -1937,13 +1954,14 @@ impl<'a> Run<'a> {
                         }
                         None => None,
                     };
-                    let info = self.take_siginfo(t.tid, sig);
+                    let delivery = self.take_delivery(t.tid, sig);
                     let caught = caught(tid, sig as i32);
-                    match self
-                        .drv
-                        .deliver_and_stop(tid, sig as i32, info.as_deref())?
-                    {
-                        Stop::Reached if caught => self.handler_entered(tid, own_mask)?,
+                    let info = delivery.as_ref().map(|d| d.info.as_slice());
+                    match self.drv.deliver_and_stop(tid, sig as i32, info)? {
+                        Stop::Reached if caught => {
+                            let flags = delivery.and_then(|d| d.regs).map(|r| r[18]);
+                            self.handler_entered(tid, own_mask, flags)?
+                        }
                         Stop::Reached => {}
                         other => self.diverge(
                             None,
