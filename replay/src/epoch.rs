@@ -649,6 +649,8 @@ struct Run<'a> {
     execs: VecDeque<(u32, String, Vec<String>)>,
     /// Signal frames the replay had the kernel write (handler-entry sp).
     frames: Vec<u64>,
+    /// Their bytes the kernel may or may not have written (`fpstate_holes`).
+    frame_holes: Vec<(u64, u64)>,
     /// Live threads that took a debug trap (a replay breakpoint or
     /// watchpoint) since their last trapped rdtsc: see `handler_entered`.
     debug_trapped: HashSet<u32>,
@@ -701,6 +703,7 @@ impl<'a> Run<'a> {
             exec_end: false,
             final_signals: HashMap::new(),
             frames: Vec::new(),
+            frame_holes: Vec::new(),
             debug_trapped: HashSet::new(),
             call_mask: HashMap::new(),
         }
@@ -1898,7 +1901,67 @@ impl<'a> Run<'a> {
             self.live.write_memory(sp + ERR, &bytes)?;
         }
         self.frames.push(sp);
+        let holes = self.fpstate_holes(sp);
+        if debug() {
+            eprintln!("replay: pid {}: FPU area holes {holes:x?}", self.pid);
+        }
+        self.frame_holes.extend(holes);
         Ok(())
+    }
+
+    /// The bytes of the FPU save area of the signal frame at `sp` that
+    /// the XSAVE instruction does not write: reserved and padding bytes,
+    /// and the areas of components not in use. They keep what was there,
+    /// except when the recorder's write protection (or a snapshot's
+    /// copy-on-write) made the kernel's first XSAVE fault: then the
+    /// kernel zeroed the whole area first. Which one happened is not in
+    /// the trace (make's SIGCHLD frames kept old stack bytes in replay
+    /// where the recording had zeros), so these bytes are not compared.
+    fn fpstate_holes(&self, sp: u64) -> Vec<(u64, u64)> {
+        const FPSTATE: u64 = 8 + 8 + 8 + 24 + 184;
+        const MAGIC1: u32 = 0x4650_5853;
+        let word = |at: u64| {
+            let mut b = [0u8; 8];
+            (self.live.read_memory(at, &mut b).ok() == Some(8)).then(|| u64::from_ne_bytes(b))
+        };
+        let Some(buf) = word(sp + FPSTATE).filter(|&b| b != 0) else {
+            return Vec::new();
+        };
+        // fpx_sw_bytes at 464: magic1, extended_size (u32 each), xfeatures,
+        // xstate_size (u32); XSTATE_BV at 512.
+        let (Some(sw0), Some(features), Some(sw2), Some(in_use)) = (
+            word(buf + 464),
+            word(buf + 472),
+            word(buf + 480),
+            word(buf + 512),
+        ) else {
+            return Vec::new();
+        };
+        if sw0 as u32 != MAGIC1 {
+            return Vec::new();
+        }
+        let size = sw2 & 0xffff_ffff;
+        let mut written: Vec<(u64, u64)> = vec![(0, 416), (464, 520)];
+        for i in 2..64u32 {
+            if features & in_use & (1 << i) != 0 {
+                let c = std::arch::x86_64::__cpuid_count(0xd, i);
+                written.push((u64::from(c.ebx), u64::from(c.ebx) + u64::from(c.eax)));
+            }
+        }
+        written.sort_unstable();
+        let mut holes = Vec::new();
+        let mut at = 0;
+        for (start, end) in written {
+            if start > at {
+                holes.push((buf + at, buf + start.min(size)));
+            }
+            at = at.max(end);
+        }
+        if at < size {
+            holes.push((buf + at, buf + size));
+        }
+        holes.retain(|(s, e)| s < e);
+        holes
     }
 
     /// A signal let in by the temporary mask of the call it cut short was
@@ -2041,6 +2104,7 @@ impl<'a> Run<'a> {
         for &f in &self.frames {
             ignore.extend([(f + 0xc8, f + 0xd8), (f + 0xe0, f + 0xe8)]);
         }
+        ignore.extend(&self.frame_holes);
         // Below a thread's stack pointer (and its red zone) is dead memory.
         for t in &p.threads {
             let sp = t.regs[19].saturating_sub(128);
