@@ -450,6 +450,9 @@ struct State {
     /// when, and the CPUs they may use otherwise.
     pinned: HashMap<u32, (Instant, nix::sched::CpuSet)>,
     deferred: Option<Deferred>,
+    /// vfork parent tid → its child, until the child execs or exits (see
+    /// `wait_stopped`).
+    vforked: HashMap<u32, u32>,
     /// Threads whose shared file mapping the session has copied, not yet
     /// released (the message may come before their stop is seen).
     copied: HashSet<u32>,
@@ -488,6 +491,7 @@ impl State {
             pinned: HashMap::new(),
             deferred: None,
             copied: HashSet::new(),
+            vforked: HashMap::new(),
         }
     }
 
@@ -696,10 +700,16 @@ impl State {
                     | libc::PTRACE_EVENT_CLONE => {
                         if let Ok(child) = pt::event_msg(tid) {
                             self.adopt(child as u32, tid, event == libc::PTRACE_EVENT_CLONE);
+                            if event == libc::PTRACE_EVENT_VFORK {
+                                self.vforked.insert(tid, child as u32);
+                            }
                         }
                         let _ = pt::cont(tid, None);
                     }
-                    libc::PTRACE_EVENT_EXEC => self.exec_stop(tid),
+                    libc::PTRACE_EVENT_EXEC => {
+                        self.vforked.retain(|_, &mut c| c != tid);
+                        self.exec_stop(tid)
+                    }
                     PTRACE_EVENT_STOP => {
                         let s = sig as i32;
                         if s == SIGTRAP {
@@ -767,6 +777,7 @@ impl State {
 
     fn gone(&mut self, tid: u32, status: WaitStatus) {
         self.snapshots.remove(&tid);
+        self.vforked.retain(|&p, &mut c| p != tid && c != tid);
         if let Some(t) = self.tracees.remove(&tid) {
             if !self.tracees.values().any(|o| o.pid == t.pid) {
                 self.procs.remove(&t.pid);
@@ -953,12 +964,31 @@ impl State {
                     pending.remove(&t);
                     self.tracees.remove(&t);
                 }
-                // A thread in uninterruptible sleep (a vfork parent waiting
-                // for a child we have stopped) will not stop: give up early.
-                if pending
+                // A thread in uninterruptible sleep will not stop. A vfork
+                // parent waits for its child to exec or exit: if we
+                // stopped that child, it alone runs on to its exec (where
+                // it stops again, caught as its new image starts, and the
+                // checkpoint counts that exec too), which wakes the parent.
+                // Otherwise give up early.
+                let blocked: Vec<u32> = pending
                     .iter()
-                    .any(|t| sys::task_state(*t).is_some_and(|s| s.starts_with('D')))
-                {
+                    .copied()
+                    .filter(|t| sys::task_state(*t).is_some_and(|s| s.starts_with('D')))
+                    .collect();
+                let mut released = false;
+                for parent in &blocked {
+                    let Some(&child) = self.vforked.get(parent) else {
+                        continue;
+                    };
+                    if let Some(t) = self.tracees.get_mut(&child) {
+                        if t.stop.take().is_some() {
+                            let _ = pt::cont(child, None);
+                            pending.insert(child);
+                            released = true;
+                        }
+                    }
+                }
+                if !blocked.is_empty() && !released {
                     break;
                 }
             }
@@ -1035,6 +1065,9 @@ impl State {
                         if let Ok(child) = pt::event_msg(tid) {
                             // The new tracee will report its own first stop.
                             self.adopt(child as u32, tid, event == libc::PTRACE_EVENT_CLONE);
+                            if event == libc::PTRACE_EVENT_VFORK {
+                                self.vforked.insert(tid, child as u32);
+                            }
                         }
                         // Not a point to checkpoint at (halfway through the
                         // syscall, its result not logged yet): stop as it
@@ -1046,6 +1079,7 @@ impl State {
                     }
                     libc::PTRACE_EVENT_EXEC => {
                         // A new image: new vDSO, no page history.
+                        self.vforked.retain(|_, &mut c| c != tid);
                         let pid = sys::tgid_of(tid).unwrap_or(tid);
                         self.tracees.retain(|t, tr| tr.pid != pid || *t == tid);
                         self.new_image(pid);
