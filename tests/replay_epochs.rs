@@ -134,6 +134,10 @@ fn replay_real_programs() {
     std::fs::write(&input, text).unwrap();
     let input = input.to_str().unwrap();
     let db = dir.path().join("wal.db").display().to_string();
+    let remap = format!(
+        "import os, mmap, time\np = '{}'\nopen(p, 'w').write('first version\\n')\nf1 = open(p, 'rb')\nm1 = mmap.mmap(f1.fileno(), 0, access=mmap.ACCESS_COPY)\ntime.sleep(0.02)\nopen(p + '.new', 'w').write('second, longer version\\n')\nos.rename(p + '.new', p)\nf2 = open(p, 'rb')\nm2 = mmap.mmap(f2.fileno(), 0, access=mmap.ACCESS_COPY)\ntime.sleep(0.02)\nprint(m1[:], m2[:])",
+        dir.path().join("v.txt").display()
+    );
     for cmd in [
         vec!["ls", "-la", "/usr/bin"],
         vec!["sort", input],
@@ -158,6 +162,11 @@ fn replay_real_programs() {
             "-c",
             "import os, mmap; p = '/dev/shm/uniplay-test-%d' % os.getpid(); fd = os.open(p, os.O_RDWR | os.O_CREAT); os.write(fd, b'x' * 4096); m = mmap.mmap(fd, 4096); os.unlink(p); m[0:5] = b'hello'; print(m[:6]); m.close()",
         ],
+        // A file mapped, replaced (written anew and renamed over), and mapped
+        // again, both mappings alive: each replays from its own copy, kept
+        // by the time it was mapped (meta.json `file_versions`), and read
+        // through the mapping, not the path that names the new file.
+        vec!["/usr/bin/python3", "-c", &remap],
         // SQLite in WAL mode: asks F_GETLK (its answer is an output) and
         // maps its -shm index shared, writing it at once (replay must start
         // from what the file held at the mmap, not from a later copy).

@@ -68,6 +68,19 @@ pub const fn cmd_out_len(table: u32, cmd: u64) -> u64 {
     }
 }
 
+/// Whether a successful `mmap(addr, len, prot, flags, fd, off)` holds its
+/// thread until the recorder has copied the mapped file (see the eBPF
+/// side's `held_mapping` and the session's `copy_mapped_early`): shared
+/// file mappings, which the program may write through at once. (Private
+/// ones are not held: every process start maps a dozen locale and cache
+/// files, and holding each cost ~6 ms per `ls`; a private mapping is copied
+/// when its event is drained, a few milliseconds later.)
+pub const fn holds_at_mmap(flags: u64) -> bool {
+    const MAP_SHARED: u64 = 0x01;
+    const MAP_ANONYMOUS: u64 = 0x20;
+    flags & MAP_ANONYMOUS == 0 && flags & MAP_SHARED != 0
+}
+
 /// `OutSpec::when`: only when the syscall succeeded (`ret >= 0`).
 pub const WHEN_OK: u8 = 0;
 /// `OutSpec::when`: whatever the result (e.g. nanosleep's remaining time is

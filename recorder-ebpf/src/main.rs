@@ -193,10 +193,8 @@ fn hold_for_daemon(tid: u32) {
 /// (SQLite's WAL index). So the thread waits, stopped, until the daemon
 /// has made the copy.
 #[inline(always)]
-fn shared_file_mapping(nr: u32, args: &[u64; 6], ret: i64) -> bool {
-    const MAP_SHARED: u64 = 0x01;
-    const MAP_ANONYMOUS: u64 = 0x20;
-    nr == nr::MMAP && ret >= 0 && args[3] & MAP_SHARED != 0 && args[3] & MAP_ANONYMOUS == 0
+fn held_mapping(nr: u32, args: &[u64; 6], ret: i64) -> bool {
+    nr == nr::MMAP && ret >= 0 && holds_at_mmap(args[3])
 }
 
 #[inline(always)]
@@ -747,7 +745,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             out_flags = throttle_flags(hdr.cpu, tid);
         }
     }
-    if shared_file_mapping(nr, &args, ret) {
+    if held_mapping(nr, &args, ret) {
         hold_for_daemon(tid);
         out_flags = WAKE_FLAGS;
     }

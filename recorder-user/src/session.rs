@@ -529,7 +529,7 @@ impl State {
             }
             9 if s.ret >= 0 && a.len() >= 5 && a[3] & MAP_ANONYMOUS == 0 && (a[4] as i64) >= 0 => {
                 if let (Some(path), Some(c)) = (self.fd_paths.get(&(pid, a[4])), &mut self.copier) {
-                    c.copy(path, None, false);
+                    c.copy_once(path);
                 }
             }
             _ => {}
@@ -542,29 +542,31 @@ impl State {
     /// reads it even if it was unlinked since (a POSIX semaphore in
     /// /dev/shm), which the in-order copy by path (`track_files`) cannot.
     fn copy_mapped_early(&mut self, e: &Event) {
-        const MAP_SHARED: u64 = 0x01;
         const MAP_ANONYMOUS: u64 = 0x20;
-        let (Some(c), EventKind::Syscall(s)) = (&mut self.copier, &e.kind) else {
+        let EventKind::Syscall(s) = &e.kind else {
             return;
         };
         let a = s.args.as_slice();
         if s.nr != 9 || s.ret < 0 || a.len() < 5 || a[3] & MAP_ANONYMOUS != 0 {
             return;
         }
+        // The thread is held at the mmap until this drain is over (see the
+        // eBPF side's `held_mapping`): copy the file before then, while it
+        // still holds what was mapped, and let it go.
+        let held = recorder_common::holds_at_mmap(a[3]);
+        if held {
+            self.mapped_shared.push(e.tid);
+        }
+        let Some(c) = &mut self.copier else {
+            return;
+        };
         let start = s.ret as u64;
         let end = start + a[1].div_ceil(4096) * 4096;
         let source = format!("/proc/{}/map_files/{start:x}-{end:x}", e.pid);
         if let Ok(target) = std::fs::read_link(&source) {
             let target = target.display().to_string();
             let path = target.strip_suffix(" (deleted)").unwrap_or(&target);
-            // A shared mapping's thread is held at the mmap until this
-            // drain is over (see the eBPF side's `shared_file_mapping`):
-            // copy it before then, while it still holds what was mapped.
-            let wait = a[3] & MAP_SHARED != 0;
-            c.copy(path, Some(source), wait);
-        }
-        if a[3] & MAP_SHARED != 0 {
-            self.mapped_shared.push(e.tid);
+            c.copy(path, Some(source), held, e.time_ns);
         }
     }
 
@@ -913,7 +915,7 @@ fn finalise(
         per_cpu,
     };
     if let Some(c) = st.copier {
-        meta.files = c.finish();
+        (meta.files, meta.file_versions) = c.finish();
     }
     meta.pids = st.pids.into_iter().collect();
     meta.tids = st.tids.into_iter().collect();
@@ -962,18 +964,52 @@ fn finalise(
 /// A file for `FileCopier` to copy.
 struct CopyRequest {
     path: String,
-    /// Where else its bytes may be read should `path` be gone.
-    fallback: Option<String>,
+    /// The mapping's own view of the file (/proc/PID/map_files/...), read
+    /// first while it exists: `path` may name another file by then (one
+    /// renamed over it, as git rewrites its config).
+    mapping: Option<String>,
+    /// Monotonic time of the mapping it is for.
+    time_ns: u64,
     /// Told when the copy is made (or failed), if someone waits for it.
     done: Option<std::sync::mpsc::Sender<()>>,
 }
+
+/// Which file a path named when it was copied: a mapping of the same path
+/// that finds another one (rewritten, or replaced by a rename) gets a copy
+/// of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    fn of(path: &str) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
+type Copies = (
+    std::collections::BTreeMap<String, String>,
+    Vec<tracelog::FileVersion>,
+);
 
 /// Copies the files the target maps into the trace's `files/`, on its own
 /// thread so a large library never holds up the drain loop.
 struct FileCopier {
     paths: std::sync::mpsc::Sender<CopyRequest>,
-    thread: std::thread::JoinHandle<std::collections::BTreeMap<String, String>>,
-    seen: HashSet<String>,
+    thread: std::thread::JoinHandle<Vec<tracelog::FileVersion>>,
+    /// Path → the file last copied for it (`None`: could not tell).
+    seen: HashMap<String, Option<FileId>>,
 }
 
 impl FileCopier {
@@ -983,43 +1019,54 @@ impl FileCopier {
         let thread = std::thread::Builder::new()
             .name("uniplay-files".into())
             .spawn(move || {
-                let mut copied = std::collections::BTreeMap::new();
+                let mut copies = Vec::new();
                 for CopyRequest {
                     path,
-                    fallback,
+                    mapping,
+                    time_ns,
                     done,
                 } in rx
                 {
-                    let hash = std::iter::once(&path)
-                        .chain(fallback.as_ref())
+                    let hash = mapping
+                        .iter()
+                        .chain(std::iter::once(&path))
                         .find_map(|p| writer.add_file(std::path::Path::new(p)).ok());
                     if let Some(hash) = hash {
-                        copied.insert(path, hash);
+                        copies.push(tracelog::FileVersion {
+                            path,
+                            time_ns,
+                            hash,
+                        });
                     }
                     if let Some(done) = done {
                         let _ = done.send(());
                     }
                 }
-                copied
+                copies
             })
             .ok()?;
         Some(FileCopier {
             paths,
             thread,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
         })
     }
 
-    /// Copies `path` once per trace; with `wait`, returns only when the
-    /// copy is made.
-    fn copy(&mut self, path: &str, fallback: Option<String>, wait: bool) {
-        if !self.seen.insert(path.to_string()) {
-            return;
+    /// Copies the file `path` names (read through `mapping` if given) for a
+    /// mapping made at `time_ns`, unless the last copy of `path` was of
+    /// the same file; with `wait`, returns only when the copy is made.
+    fn copy(&mut self, path: &str, mapping: Option<String>, wait: bool, time_ns: u64) {
+        let id = FileId::of(mapping.as_deref().unwrap_or(path));
+        match self.seen.get(path) {
+            Some(&last) if last == id || id.is_none() => return,
+            _ => {}
         }
+        self.seen.insert(path.to_string(), id);
         let (tx, rx) = std::sync::mpsc::channel();
         let request = CopyRequest {
             path: path.to_string(),
-            fallback,
+            mapping,
+            time_ns,
             done: wait.then_some(tx),
         };
         if self.paths.send(request).is_ok() && wait {
@@ -1027,9 +1074,34 @@ impl FileCopier {
         }
     }
 
-    fn finish(self) -> std::collections::BTreeMap<String, String> {
+    /// Copies `path` if nothing was copied for it yet (a mapping the early
+    /// copy missed).
+    fn copy_once(&mut self, path: &str) {
+        if !self.seen.contains_key(path) {
+            self.copy(path, None, false, 0);
+        }
+    }
+
+    /// The first copy of every path, and every copy of the paths copied
+    /// more than once.
+    fn finish(self) -> Copies {
         drop(self.paths);
-        self.thread.join().unwrap_or_default()
+        let copies = self.thread.join().unwrap_or_default();
+        let mut first = std::collections::BTreeMap::new();
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for c in &copies {
+            first
+                .entry(c.path.clone())
+                .or_insert_with(|| c.hash.clone());
+            *count.entry(&c.path).or_default() += 1;
+        }
+        let mut versions: Vec<tracelog::FileVersion> = copies
+            .iter()
+            .filter(|c| count[c.path.as_str()] > 1)
+            .cloned()
+            .collect();
+        versions.sort_by_key(|v| v.time_ns);
+        (first, versions)
     }
 }
 

@@ -1791,16 +1791,19 @@ impl State {
         Ok((state, snap))
     }
 
-    /// Copies a mapped file into the trace once per (device, inode).
-    fn copy_file(&mut self, dev: &str, inode: u64, path: &str) -> Option<String> {
+    /// Copies a mapped file into the trace once per (device, inode), read
+    /// through the mapping (`/proc/PID/map_files/...`: the inode mapped,
+    /// where `path` may name another file by now, one renamed over it),
+    /// else by path.
+    fn copy_file(&mut self, dev: &str, inode: u64, path: &str, mapping: &str) -> Option<String> {
         let key = (dev.to_string(), inode);
         if let Some(h) = self.files.get(&key) {
             return Some(h.clone());
         }
-        let h = self
-            .writer
-            .as_ref()?
-            .add_file(std::path::Path::new(path))
+        let writer = self.writer.as_ref()?;
+        let h = writer
+            .add_file(std::path::Path::new(mapping))
+            .or_else(|_| writer.add_file(std::path::Path::new(path)))
             .ok()?;
         self.files.insert(key, h.clone());
         Some(h)
@@ -1966,12 +1969,13 @@ impl State {
     /// With the target running: reads the snapshot child's private memory,
     /// asks it for the signal handlers, and kills it.
     fn store_snapshot(&mut self, state: &mut ProcessState, snap: Snapshot, sink: &mut PageSink) {
+        let pid = state.pid;
         for m in state.maps.iter_mut() {
             if m.path.starts_with('/') && m.inode != 0 {
-                m.file = self.copy_file(&m.dev, m.inode, &m.path);
+                let mapping = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                m.file = self.copy_file(&m.dev, m.inode, &m.path, &mapping);
             }
         }
-        let pid = state.pid;
         self.arm_tracking(pid);
         let (child, only) = match snap {
             Snapshot::Direct => return,

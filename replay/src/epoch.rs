@@ -1548,7 +1548,7 @@ impl<'a> Run<'a> {
         let mut opened = None;
         if file {
             let path = self.fds.get(&(r.r8 as i64)).cloned();
-            let copy = path.as_deref().and_then(|p| self.file_copy(p));
+            let copy = path.as_deref().and_then(|p| self.file_copy(p, e.time_ns));
             let Some(copy) = copy else {
                 self.diverge(
                     Some(e.seq),
@@ -1611,12 +1611,11 @@ impl<'a> Run<'a> {
     }
 
     /// A copy of the file at `path` in the trace, from any checkpoint's map.
-    fn file_copy(&self, path: &str) -> Option<std::path::PathBuf> {
+    fn file_copy(&self, path: &str, time_ns: u64) -> Option<std::path::PathBuf> {
         if let Some(p) = self
             .trace
             .meta()
-            .files
-            .get(path)
+            .file_at(path, time_ns)
             .and_then(|h| self.trace.file_path(h))
         {
             return Some(p);

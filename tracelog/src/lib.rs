@@ -38,7 +38,7 @@ pub use checkpoint::{
     SigAction, ThreadState, PAGE_SIZE,
 };
 pub use error::Error;
-pub use meta::{CpuLoss, EpochInfo, ExitInfo, Host, Losses, Meta, TraceState};
+pub use meta::{CpuLoss, EpochInfo, ExitInfo, FileVersion, Host, Losses, Meta, TraceState};
 pub use reader::{Events, FrameInfo, Trace};
 pub use writer::{StatsHandle, TraceWriter, WriterOptions, WriterStats};
 

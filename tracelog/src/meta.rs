@@ -50,6 +50,13 @@ pub struct Meta {
     /// file). Files mapped at a checkpoint are also named in its maps.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Files mapped again after they changed (a config file rewritten and
+    /// read back): every copy of such a path, oldest first, with the time
+    /// of the mapping it was made for; `files` holds the first one. A
+    /// mapping at time T uses the latest copy made for a mapping at or
+    /// before T ([`Meta::file_at`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_versions: Vec<FileVersion>,
     /// Events are stored as one file per epoch, `events/NNNNNN.tlf`, instead
     /// of `events.tlf` (see `WriterOptions::segment_epochs`). Set by the writer.
     pub event_segments: bool,
@@ -85,6 +92,29 @@ pub struct CpuLoss {
     pub cpu: u32,
     pub ring_full: u64,
     pub incomplete_copies: u64,
+}
+
+/// One copy of a file that changed while it was being mapped (see
+/// `Meta::file_versions`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileVersion {
+    pub path: String,
+    /// Monotonic time of the mapping the copy was made for.
+    pub time_ns: u64,
+    /// Content hash of the copy in `files/`.
+    pub hash: String,
+}
+
+impl Meta {
+    /// The content hash of the copy of `path` for a mapping made at
+    /// `time_ns` (monotonic).
+    pub fn file_at(&self, path: &str, time_ns: u64) -> Option<&str> {
+        self.file_versions
+            .iter()
+            .rfind(|v| v.path == path && v.time_ns <= time_ns)
+            .map(|v| v.hash.as_str())
+            .or_else(|| self.files.get(path).map(String::as_str))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
