@@ -60,10 +60,12 @@ fn checkpoint_faults_recorder_killed() {
         return;
     }
     let _g = serial();
-    let mut target = Command::new(workload("spin"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut target = KillOnDrop(
+        Command::new(workload("spin"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(100));
     let pid = target.id();
     let dir = tempfile::tempdir().unwrap();
@@ -84,8 +86,16 @@ fn checkpoint_faults_recorder_killed() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Kill it at different moments, likely inside a checkpoint.
+        // Kill it at different moments, likely inside a checkpoint, once
+        // it has written something (its start-up can take longer than the
+        // sleep on a loaded machine).
         std::thread::sleep(Duration::from_millis(300 + round * 37));
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5)
+            && !tracelog::Trace::open(&trace).is_ok_and(|t| t.events().any(|e| e.is_ok()))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         rec.kill().unwrap();
         rec.wait().unwrap();
         std::thread::sleep(Duration::from_millis(100));

@@ -184,3 +184,27 @@ pub fn spawn_until_line(cmd: &mut Command) -> (std::process::Child, String) {
     .expect("first line");
     (child, line)
 }
+
+/// A child process killed (and reaped) when dropped, so that a failed
+/// assertion does not leave it running into later tests.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
