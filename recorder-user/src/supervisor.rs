@@ -1315,6 +1315,12 @@ impl State {
             value,
             aux: aux.map_or(u64::MAX, u64::from),
         });
+        // ld.so executes rdtsc before it reads cpuid: a start-up that waited
+        // here (the supervisor busy storing a checkpoint) must not find its
+        // pin expired meanwhile and read cpuid on another CPU.
+        if let Some((until, _)) = self.pinned.get_mut(&pid) {
+            *until = (*until).max(Instant::now() + STARTUP_PIN);
+        }
         true
     }
 
@@ -1434,6 +1440,19 @@ impl State {
 
     /// A coordinated checkpoint of the whole tree.
     fn checkpoint(&mut self, reason: &str) {
+        // A thread held at a shared file mapping must stay held until its
+        // file is copied (see `Stop::Throttled`): releasing it for the cut
+        // lets it write the mapping first, and replay of the epoch before
+        // would start from a copy that already holds those writes. A
+        // timed cut waits a moment for the copy; an exec's cannot.
+        let copying = self
+            .tracees
+            .values()
+            .any(|t| matches!(t.stop, Some(Stop::Throttled { mapping: true, .. })));
+        if copying && (reason == "timer" || reason == "events") {
+            self.next_due = Some(Instant::now() + Duration::from_millis(1));
+            return;
+        }
         self.precopy();
         self.interrupt_throttled();
         let t0 = Instant::now();
