@@ -142,6 +142,9 @@ fn replay_real_programs() {
         vec!["ls", "-la", "/usr/bin"],
         vec!["sort", input],
         vec!["sha256sum", input],
+        // libnuma (loaded by procps) reads the memory policy with
+        // get_mempolicy and sets it back.
+        vec!["ps", "aux"],
         vec!["bash", "-c", "cat /etc/hostname; ls / | wc -l"],
         // timer_create's timer id, SIGALRM, a SIGTERM and SIGCONT to the
         // child and to itself (a SIGCONT to a traced replay stops it once).

@@ -386,6 +386,7 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (140, emu(2, &[])),                                     // getpriority
     (143, emu(2, &[fixed(1, SCHED_PARAM)])),                // sched_getparam
     (145, emu(1, &[])),                                     // sched_getscheduler
+    (148, emu(2, &[fixed(1, TIMESPEC)])),                   // sched_rr_get_interval
     (157, emu(5, &[out(1, LEN_CMD, 0, CMD_PRCTL)])),        // prctl
     (158, exe(2)),                                          // arch_prctl
     (159, emu(1, &[fixed(0, TIMEX)])),                      // adjtimex
@@ -414,19 +415,22 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
     (232, emu(4, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_wait
     (233, emu(4, &[])),                                     // epoll_ctl
     (234, emu(3, &[])),                                     // tgkill
-    (247, emu(5, &[fixed(2, SIGINFO), fixed(4, RUSAGE)])),  // waitid
-    (257, emu(4, &[path(1)])),                              // openat
-    (258, emu(3, &[path(1)])),                              // mkdirat
-    (259, emu(4, &[path(1)])),                              // mknodat
-    (260, emu(5, &[path(1)])),                              // fchownat
-    (262, emu(4, &[fixed(2, STAT), path(1)])),              // newfstatat
-    (263, emu(3, &[path(1)])),                              // unlinkat
-    (264, emu(4, &[path(1), path(3)])),                     // renameat
-    (265, emu(5, &[path(1), path(3)])),                     // linkat
-    (266, emu(3, &[path(0), path(2)])),                     // symlinkat
-    (267, emu(4, &[ret(2), path(1)])),                      // readlinkat
-    (268, emu(3, &[path(1)])),                              // fchmodat
-    (269, emu(3, &[path(1)])),                              // faccessat
+    // get_mempolicy: the mode, and a node mask of `maxnode` bits (libnuma
+    // restores the mode it read: `ps` and `top` diverged on it).
+    (239, emu(5, &[fixed(0, 4), out(1, LEN_FDSET, 2, 0)])),
+    (247, emu(5, &[fixed(2, SIGINFO), fixed(4, RUSAGE)])), // waitid
+    (257, emu(4, &[path(1)])),                             // openat
+    (258, emu(3, &[path(1)])),                             // mkdirat
+    (259, emu(4, &[path(1)])),                             // mknodat
+    (260, emu(5, &[path(1)])),                             // fchownat
+    (262, emu(4, &[fixed(2, STAT), path(1)])),             // newfstatat
+    (263, emu(3, &[path(1)])),                             // unlinkat
+    (264, emu(4, &[path(1), path(3)])),                    // renameat
+    (265, emu(5, &[path(1), path(3)])),                    // linkat
+    (266, emu(3, &[path(0), path(2)])),                    // symlinkat
+    (267, emu(4, &[ret(2), path(1)])),                     // readlinkat
+    (268, emu(3, &[path(1)])),                             // fchmodat
+    (269, emu(3, &[path(1)])),                             // faccessat
     (
         270,
         emu(
@@ -438,47 +442,48 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
             ],
         ),
     ), // pselect6
-    (271, emu(5, &[out(0, LEN_ARG, 1, POLLFD)])),           // ppoll
-    (273, exe(2)),                                          // set_robust_list
-    (274, emu(3, &[fixed(1, 8), fixed(2, 8)])),             // get_robust_list
-    (275, emu(6, &[fixed(1, 8), fixed(3, 8)])),             // splice: offsets
-    (280, emu(4, &[path(1)])),                              // utimensat
+    (271, emu(5, &[out(0, LEN_ARG, 1, POLLFD)])),          // ppoll
+    (273, exe(2)),                                         // set_robust_list
+    (274, emu(3, &[fixed(1, 8), fixed(2, 8)])),            // get_robust_list
+    (275, emu(6, &[fixed(1, 8), fixed(3, 8)])),            // splice: offsets
+    (279, emu(6, &[out(4, LEN_ARG, 1, 4)])),               // move_pages: status
+    (280, emu(4, &[path(1)])),                             // utimensat
     (281, emu(6, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_pwait
-    (284, emu(2, &[])),                                     // eventfd
-    (285, emu(4, &[])),                                     // fallocate
-    (286, emu(4, &[fixed(3, ITIMERSPEC)])),                 // timerfd_settime: old value
-    (287, emu(2, &[fixed(1, ITIMERSPEC)])),                 // timerfd_gettime
+    (284, emu(2, &[])),                                    // eventfd
+    (285, emu(4, &[])),                                    // fallocate
+    (286, emu(4, &[fixed(3, ITIMERSPEC)])),                // timerfd_settime: old value
+    (287, emu(2, &[fixed(1, ITIMERSPEC)])),                // timerfd_gettime
     (
         288,
         emu(4, &[out(1, LEN_LENPTR, 2, SOCKADDR_MAX), fixed(2, 4)]),
     ), // accept4
-    (290, emu(2, &[])),                                     // eventfd2
-    (291, emu(1, &[])),                                     // epoll_create1
-    (292, emu(3, &[])),                                     // dup3
-    (293, emu(2, &[fixed(0, 8)])),                          // pipe2
-    (295, emu(5, &[out(1, LEN_IOV, 2, 0)])),                // preadv
-    (296, emu(5, &[])),                                     // pwritev
-    (302, emu(4, &[fixed(3, RLIMIT)])),                     // prlimit64
-    (305, emu(2, &[fixed(1, TIMEX)])),                      // clock_adjtime
-    (309, emu(3, &[fixed(0, 4), fixed(1, 4)])),             // getcpu
-    (310, emu(6, &[out(1, LEN_IOV, 2, 0)])),                // process_vm_readv
-    (315, emu(4, &[out(1, LEN_ARG, 2, 1)])),                // sched_getattr
-    (316, emu(5, &[path(1), path(3)])),                     // renameat2
-    (318, emu(3, &[ret(0)])),                               // getrandom
-    (319, emu(2, &[])),                                     // memfd_create
-    (322, row(5, ACTION_EXECUTE, &[path(1)])),              // execveat
-    (326, emu(6, &[fixed(1, 8), fixed(3, 8)])),             // copy_file_range: offsets
-    (327, emu(6, &[out(1, LEN_IOV, 2, 0)])),                // preadv2
-    (328, emu(6, &[])),                                     // pwritev2
-    (332, emu(5, &[fixed(4, STATX), path(1)])),             // statx
-    (334, exe(4)),                                          // rseq
-    (435, row(2, ACTION_EXECUTE, &[input_struct(0, 1)])),   // clone3: struct clone_args
-    (436, emu(3, &[])),                                     // close_range
-    (437, emu(4, &[path(1)])),                              // openat2
-    (439, emu(4, &[path(1)])),                              // faccessat2
+    (290, emu(2, &[])),                                    // eventfd2
+    (291, emu(1, &[])),                                    // epoll_create1
+    (292, emu(3, &[])),                                    // dup3
+    (293, emu(2, &[fixed(0, 8)])),                         // pipe2
+    (295, emu(5, &[out(1, LEN_IOV, 2, 0)])),               // preadv
+    (296, emu(5, &[])),                                    // pwritev
+    (302, emu(4, &[fixed(3, RLIMIT)])),                    // prlimit64
+    (305, emu(2, &[fixed(1, TIMEX)])),                     // clock_adjtime
+    (309, emu(3, &[fixed(0, 4), fixed(1, 4)])),            // getcpu
+    (310, emu(6, &[out(1, LEN_IOV, 2, 0)])),               // process_vm_readv
+    (315, emu(4, &[out(1, LEN_ARG, 2, 1)])),               // sched_getattr
+    (316, emu(5, &[path(1), path(3)])),                    // renameat2
+    (318, emu(3, &[ret(0)])),                              // getrandom
+    (319, emu(2, &[])),                                    // memfd_create
+    (322, row(5, ACTION_EXECUTE, &[path(1)])),             // execveat
+    (326, emu(6, &[fixed(1, 8), fixed(3, 8)])),            // copy_file_range: offsets
+    (327, emu(6, &[out(1, LEN_IOV, 2, 0)])),               // preadv2
+    (328, emu(6, &[])),                                    // pwritev2
+    (332, emu(5, &[fixed(4, STATX), path(1)])),            // statx
+    (334, exe(4)),                                         // rseq
+    (435, row(2, ACTION_EXECUTE, &[input_struct(0, 1)])),  // clone3: struct clone_args
+    (436, emu(3, &[])),                                    // close_range
+    (437, emu(4, &[path(1)])),                             // openat2
+    (439, emu(4, &[path(1)])),                             // faccessat2
     (441, emu(6, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_pwait2
-    (PSEUDO_RDTSC, emu(1, &[])),                            // rdtsc (pseudo)
-    (PSEUDO_SIGINFO, emu(1, &[])),                          // siginfo (pseudo)
+    (PSEUDO_RDTSC, emu(1, &[])),                           // rdtsc (pseudo)
+    (PSEUDO_SIGINFO, emu(1, &[])),                         // siginfo (pseudo)
 ];
 
 /// The row for syscall `nr`.
