@@ -14,7 +14,8 @@ pub const ACTION_EXECUTE: u8 = 1;
 
 /// How the length of an output buffer is known (`OutSpec::rule`).
 pub const LEN_NONE: u8 = 0;
-/// `ret` bytes.
+/// `ret` bytes; with `size` 1, at most `args[param]` (a datagram received
+/// with MSG_TRUNC returns its full length, more than the buffer took).
 pub const LEN_RET: u8 = 1;
 /// `size` bytes.
 pub const LEN_FIXED: u8 = 2;
@@ -160,6 +161,10 @@ const fn out(arg: u8, rule: u8, param: u8, size: u32) -> OutSpec {
 }
 const fn ret(arg: u8) -> OutSpec {
     out(arg, LEN_RET, 0, 0)
+}
+/// `ret` bytes at `args[arg]`, at most `args[cap]`.
+const fn ret_within(arg: u8, cap: u8) -> OutSpec {
+    out(arg, LEN_RET, cap, 1)
 }
 const fn fixed(arg: u8, size: u32) -> OutSpec {
     out(arg, LEN_FIXED, 0, size)
@@ -307,7 +312,11 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
         45,
         emu(
             6,
-            &[ret(1), out(4, LEN_LENPTR, 5, SOCKADDR_MAX), fixed(5, 4)],
+            &[
+                ret_within(1, 2),
+                out(4, LEN_LENPTR, 5, SOCKADDR_MAX),
+                fixed(5, 4),
+            ],
         ),
     ), // recvfrom
     (46, emu(3, &[])),                                      // sendmsg

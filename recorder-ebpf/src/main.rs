@@ -423,6 +423,14 @@ fn plan_one(o: &OutSpec, args: &[u64; 6], ret: i64, segs: &mut Segs) {
             push_seg(segs, slot | SEG_CSTR, addr, PATH_MAX);
             0
         }
+        LEN_RET if o.size != 0 => {
+            let cap = arg(args, o.param);
+            if (ret as u64) < cap {
+                ret as u64
+            } else {
+                cap
+            }
+        }
         LEN_RET => ret as u64,
         LEN_FIXED => o.size as u64,
         LEN_ARG => arg(args, o.param).wrapping_mul(o.size as u64),
@@ -487,8 +495,10 @@ fn plan_iov(slot: u64, iov: u64, count: u64, mut remaining: u64, segs: &mut Segs
         remaining -= take;
         i += 1;
     }
-    if remaining != 0 {
-        // More iovecs than recorded: make the loss visible.
+    if remaining != 0 && i < count {
+        // More iovecs than recorded: make the loss visible. (With every
+        // iovec taken, what remains is a datagram's length beyond them,
+        // returned with MSG_TRUNC: the kernel wrote no more.)
         push_seg(segs, slot, u64::MAX, remaining);
     }
 }

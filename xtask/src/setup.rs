@@ -27,6 +27,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("make", "make"),
     ("gcc", "gcc"),
     ("/usr/bin/python3", "python3"),
+    ("ip", "iproute2"),
+    ("ps", "procps"),
 ];
 
 pub fn cache_dir() -> PathBuf {
