@@ -56,10 +56,13 @@ pub struct SyscallRec {
 /// [`ChunkRec`] fits a per-CPU scratch map value.
 pub const CHUNK_MAX: usize = 16384;
 
-/// Chunks copied per output buffer before the copy is marked incomplete.
-/// Invariant: bounded for the verifier's loop analysis; `CHUNK_MAX *
-/// MAX_CHUNKS` (4 MiB) is the largest single output buffer recorded in full.
-pub const MAX_CHUNKS: u32 = 256;
+/// Chunks copied per syscall before the copy is marked incomplete.
+/// Invariant: at most `bpf_loop`'s limit (1 << 23 iterations); `CHUNK_MAX *
+/// MAX_CHUNKS` (256 MiB) bounds one syscall's output, so in practice the
+/// data ring's free space does (`--ring-size`: `sort` reads a whole file
+/// in one `read`).
+pub const MAX_CHUNKS: u32 = 16384;
+const _: () = assert!(MAX_CHUNKS <= 1 << 23);
 
 /// `ChunkRec::slot` of the argv block copied at a successful execve's exit.
 pub const SLOT_EXEC_ARGV: u32 = 15;
