@@ -74,3 +74,33 @@ fn record_loss_none_for_a_fast_reader() {
         "{read} bytes read recorded"
     );
 }
+
+/// One `read` of 20 MiB (as `sort` reads a whole file): more than the
+/// default ring holds at once, so it is cut and counted as a loss; with a
+/// ring large enough it is recorded whole.
+#[test]
+fn record_loss_a_single_large_read_needs_a_large_ring() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    let len: usize = 20 << 20;
+    std::fs::write(&file, vec![7u8; len]).unwrap();
+    let input = format!("if={}", file.display());
+    let dd = ["dd", input.as_str(), "of=/dev/null", "bs=20M", "count=1"];
+    let small = record(&["--ring-size", "16M"], &dd);
+    assert_eq!(small.code(), Some(3), "stderr: {}", small.stderr());
+    assert!(small.open().meta().losses.incomplete_copies > 0);
+
+    let big = record(&["--ring-size", "64M"], &dd);
+    assert_eq!(big.code(), Some(0), "stderr: {}", big.stderr());
+    let t = big.open();
+    assert_eq!(t.meta().losses.incomplete_copies, 0);
+    let events = big.events();
+    let whole = syscalls(&events, "read").iter().any(|(_, s)| {
+        s.ret == len as i64 && s.outputs.iter().map(|o| o.data.len()).sum::<usize>() == len
+    });
+    assert!(whole, "no read of {len} bytes recorded whole");
+}
