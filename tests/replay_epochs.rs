@@ -428,11 +428,7 @@ fn record_and_mostly_verify(epoch: &str, cmd: &[&str]) -> Report {
     assert_eq!(r.code(), Some(0), "{cmd:?}: stderr: {}", r.stderr());
     assert_complete(&r);
     let report = replay_all(&r.trace, None);
-    let verified = report
-        .epochs
-        .iter()
-        .filter(|e| e.status == Status::Verified)
-        .count();
+    let verified = report.verified;
     assert!(
         verified * 2 >= report.epochs.len(),
         "{cmd:?}: only {verified} of {} epochs verified:\n{}",
@@ -526,11 +522,7 @@ fn replay_parallel_make() {
                 .is_none_or(|d| d.actual != "not reached")
         })
         .collect();
-    let verified = report
-        .epochs
-        .iter()
-        .filter(|e| e.status == Status::Verified)
-        .count();
+    let verified = report.verified;
     assert!(
         diverged.len() <= 1 && verified * 5 >= report.epochs.len() * 3 && report.outputs_match,
         "{}",

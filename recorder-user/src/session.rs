@@ -562,7 +562,7 @@ impl State {
         };
         let start = s.ret as u64;
         let end = start + a[1].div_ceil(4096) * 4096;
-        let source = format!("/proc/{}/map_files/{start:x}-{end:x}", e.pid);
+        let source = sys::map_file(e.pid, start, end);
         if let Ok(target) = std::fs::read_link(&source) {
             let target = target.display().to_string();
             let path = target.strip_suffix(" (deleted)").unwrap_or(&target);

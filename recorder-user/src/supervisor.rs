@@ -1991,7 +1991,7 @@ impl State {
         let pid = state.pid;
         for m in state.maps.iter_mut() {
             if m.path.starts_with('/') && m.inode != 0 {
-                let mapping = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                let mapping = sys::map_file(pid, m.start, m.end);
                 m.file = self.copy_file(&m.dev, m.inode, &m.path, &mapping);
             }
         }

@@ -79,6 +79,20 @@ pub struct ProcessOutcome {
     pub children: Vec<ProcessOutcome>,
 }
 
+/// Offsets in an x86-64 rt_sigframe, from the handler's stack pointer:
+/// pretcode, then the ucontext (flags, link, stack, sigcontext, sigmask).
+mod frame {
+    const SIGCONTEXT: u64 = 8 + 8 + 8 + 24;
+    pub const EFLAGS: u64 = SIGCONTEXT + 136;
+    /// err, then trapno.
+    pub const ERR: u64 = SIGCONTEXT + 152;
+    pub const OLDMASK: u64 = SIGCONTEXT + 168;
+    pub const CR2: u64 = SIGCONTEXT + 176;
+    /// The pointer to the FPU save area.
+    pub const FPSTATE: u64 = SIGCONTEXT + 184;
+    pub const UC_SIGMASK: u64 = SIGCONTEXT + 256;
+}
+
 /// Live thread `tid` has a handler for `sig` (asked before delivering it:
 /// SA_RESETHAND drops the handler as it runs).
 fn caught(tid: u32, sig: i32) -> bool {
@@ -1879,11 +1893,10 @@ impl<'a> Run<'a> {
         //   when the signal came right at its return: the flags the
         //   recorder saw at the delivery, when the trace has them, are
         //   what the recorded frame holds.
-        const EFLAGS: u64 = 8 + 8 + 8 + 24 + 136;
         const RF: u64 = 1 << 16;
         let trapped = self.debug_trapped.remove(&tid);
         let mut flags = [0u8; 8];
-        self.live.read_memory(sp + EFLAGS, &mut flags)?;
+        self.live.read_memory(sp + frame::EFLAGS, &mut flags)?;
         let flags = u64::from_ne_bytes(flags);
         let want = match recorded_flags {
             Some(rec) => flags & !RF | rec & RF,
@@ -1891,13 +1904,13 @@ impl<'a> Run<'a> {
             None => flags,
         };
         if want != flags {
-            self.live.write_memory(sp + EFLAGS, &want.to_ne_bytes())?;
+            self.live
+                .write_memory(sp + frame::EFLAGS, &want.to_ne_bytes())?;
         }
         if trapped {
-            const ERR: u64 = 8 + 8 + 8 + 24 + 152;
             let trap: [u64; 2] = [0, 13];
             let bytes: Vec<u8> = trap.iter().flat_map(|w| w.to_ne_bytes()).collect();
-            self.live.write_memory(sp + ERR, &bytes)?;
+            self.live.write_memory(sp + frame::ERR, &bytes)?;
         }
         self.frames.push(sp);
         let holes = self.fpstate_holes(sp);
@@ -1917,13 +1930,12 @@ impl<'a> Run<'a> {
     /// the trace (make's SIGCHLD frames kept old stack bytes in replay
     /// where the recording had zeros), so these bytes are not compared.
     fn fpstate_holes(&self, sp: u64) -> Vec<(u64, u64)> {
-        const FPSTATE: u64 = 8 + 8 + 8 + 24 + 184;
         const MAGIC1: u32 = 0x4650_5853;
         let word = |at: u64| {
             let mut b = [0u8; 8];
             (self.live.read_memory(at, &mut b).ok() == Some(8)).then(|| u64::from_ne_bytes(b))
         };
-        let Some(buf) = word(sp + FPSTATE).filter(|&b| b != 0) else {
+        let Some(buf) = word(sp + frame::FPSTATE).filter(|&b| b != 0) else {
             return Vec::new();
         };
         // fpx_sw_bytes at 464: magic1, extended_size (u32 each), xfeatures,
@@ -1966,13 +1978,9 @@ impl<'a> Run<'a> {
     /// A signal let in by the temporary mask of the call it cut short was
     /// delivered with that mask in force: the handler's frame at `sp` gets
     /// the thread's own mask, which sigreturn restores, as the kernel's
-    /// saved_sigmask does. rt_sigframe: pretcode, then ucontext (flags,
-    /// link, stack, sigcontext) before uc_sigmask; sigcontext's oldmask
-    /// holds it too.
+    /// saved_sigmask does, in uc_sigmask and sigcontext's oldmask.
     fn put_own_mask(&self, sp: u64, own: u64) -> Result<(), ReplayError> {
-        const UC_SIGMASK: u64 = 8 + 8 + 8 + 24 + 256;
-        const OLDMASK: u64 = 8 + 8 + 8 + 24 + 168;
-        for at in [UC_SIGMASK, OLDMASK] {
+        for at in [frame::UC_SIGMASK, frame::OLDMASK] {
             self.live.write_memory(sp + at, &own.to_ne_bytes())?;
         }
         Ok(())
@@ -2101,7 +2109,10 @@ impl<'a> Run<'a> {
         // A signal frame's err, trapno and cr2 words are its thread's last
         // fault, which may predate the epoch (a restored thread has none).
         for &f in &self.frames {
-            ignore.extend([(f + 0xc8, f + 0xd8), (f + 0xe0, f + 0xe8)]);
+            ignore.extend([
+                (f + frame::ERR, f + frame::OLDMASK),
+                (f + frame::CR2, f + frame::FPSTATE),
+            ]);
         }
         ignore.extend(&self.frame_holes);
         // Below a thread's stack pointer (and its red zone) is dead memory.

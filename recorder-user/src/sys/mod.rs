@@ -344,6 +344,12 @@ pub fn fds(pid: u32) -> Vec<FdEntry> {
     out
 }
 
+/// The file a mapping of `pid` at `[start, end)` maps, as the mapping sees
+/// it (the same inode even after a rename over its path or an unlink).
+pub fn map_file(pid: u32, start: u64, end: u64) -> String {
+    format!("/proc/{pid}/map_files/{start:x}-{end:x}")
+}
+
 pub fn cwd(pid: u32) -> String {
     fs::read_link(format!("/proc/{pid}/cwd"))
         .map(|p| p.display().to_string())
