@@ -63,6 +63,18 @@ fn record_known_results() {
     let n: i64 = s["read_ret"].parse().unwrap();
     assert_eq!(n, content.len() as i64);
     assert_eq!(output_of(&ev, "read", n, 1), s["read_hex"]);
+    let rn: i64 = s["readv_ret"].parse().unwrap();
+    assert_eq!(rn, content.len() as i64);
+    let readv = syscalls(&ev, "readv");
+    let [(_, call)] = readv.as_slice() else {
+        panic!("expected one readv, got {}", readv.len());
+    };
+    assert_eq!(call.ret, rn);
+    // One output per iovec, in order, each complete.
+    assert_eq!(call.outputs.len(), 3, "{:?}", call.outputs);
+    assert!(call.outputs.iter().all(|o| o.arg == 1 && o.complete));
+    let joined: Vec<u8> = call.outputs.iter().flat_map(|o| o.data.to_vec()).collect();
+    assert_eq!(hex(&joined), s["readv_hex"]);
     assert_eq!(output_of(&ev, "getrandom", 32, 0), s["getrandom_hex"]);
     assert_eq!(output_of(&ev, "clock_gettime", 0, 1), s["clock_hex"]);
     assert_eq!(output_of(&ev, "pipe2", 0, 0), s["pipe_fds"]);

@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +27,18 @@ int main(int argc, char **argv) {
     long n = read(fd, buf, sizeof buf);
     printf("read_ret %ld\n", n);
     hex("read_hex", buf, n);
+    close(fd);
+
+    /* Several buffers, the last one not filled. */
+    static unsigned char a[100], b[5000], c[60000];
+    struct iovec iov[3] = {{a, sizeof a}, {b, sizeof b}, {c, sizeof c}};
+    fd = open(file, O_RDONLY);
+    n = readv(fd, iov, 3);
+    printf("readv_ret %ld\n", n);
+    printf("readv_hex ");
+    for (long i = 0; i < n; i++)
+        printf("%02x", i < 100 ? a[i] : i < 5100 ? b[i - 100] : c[i - 5100]);
+    printf("\n");
     close(fd);
 
     n = getrandom(buf, 32, 0);
