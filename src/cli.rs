@@ -104,8 +104,10 @@ pub struct RecordArgs {
 
     /// Size of each per-CPU data ring buffer (power of two; K, M, G suffixes).
     /// A thread whose output fills its ring past a quarter is stopped until
-    /// the recorder has drained it (not with --no-checkpoints, which can
-    /// then lose events); bigger rings mean fewer such stops.
+    /// the recorder has drained it, and one output bigger than half the
+    /// free space is read from the stopped thread's memory instead (not
+    /// with --no-checkpoints, which can then lose events); bigger rings
+    /// mean fewer such stops.
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
     pub ring_size: u32,
 

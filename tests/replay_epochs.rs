@@ -134,6 +134,13 @@ fn replay_real_programs() {
     std::fs::write(&input, text).unwrap();
     let input = input.to_str().unwrap();
     let db = dir.path().join("wal.db").display().to_string();
+    let big = dir.path().join("big.bin");
+    let bytes: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&big, bytes).unwrap();
+    let read_whole = format!(
+        "import hashlib; d = open('{}', 'rb').read(); print(len(d), hashlib.sha1(d).hexdigest())",
+        big.display()
+    );
     let remap = format!(
         "import os, mmap, time\np = '{}'\nopen(p, 'w').write('first version\\n')\nf1 = open(p, 'rb')\nm1 = mmap.mmap(f1.fileno(), 0, access=mmap.ACCESS_COPY)\ntime.sleep(0.02)\nopen(p + '.new', 'w').write('second, longer version\\n')\nos.rename(p + '.new', p)\nf2 = open(p, 'rb')\nm2 = mmap.mmap(f2.fileno(), 0, access=mmap.ACCESS_COPY)\ntime.sleep(0.02)\nprint(m1[:], m2[:])",
         dir.path().join("v.txt").display()
@@ -170,6 +177,9 @@ fn replay_real_programs() {
         // by the time it was mapped (meta.json `file_versions`), and read
         // through the mapping, not the path that names the new file.
         vec!["/usr/bin/python3", "-c", &remap],
+        // One read of 24 MiB, more than the default ring holds: read from
+        // the held thread's memory by the recorder.
+        vec!["/usr/bin/python3", "-c", &read_whole],
         // SQLite in WAL mode: asks F_GETLK (its answer is an output) and
         // maps its -shm index shared, writing it at once (replay must start
         // from what the file held at the mmap, not from a later copy).

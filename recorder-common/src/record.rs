@@ -18,6 +18,11 @@ pub const REC_EXEC: u32 = 5;
 pub const REC_EXIT: u32 = 6;
 /// A signal generated for, or delivered to, a target thread.
 pub const REC_SIGNAL: u32 = 7;
+/// A [`ChunkHdr`] with no data: the slot's bytes `offset..total`, at
+/// `addr`, were too many for the ring's free space and are left in the
+/// thread's memory, which the daemon reads while the thread is held
+/// (`TID_HELD_FOR_COPY`). Only with a supervisor (`Config::throttle_signal`).
+pub const REC_FETCH: u32 = 8;
 
 /// Common prefix of every record.
 #[repr(C)]
@@ -169,8 +174,15 @@ pub const TID_PAUSED: u32 = 0x8000_0000;
 /// program's (not recorded, never delivered). Cleared by the supervisor.
 pub const TID_THROTTLED: u32 = 0x2000_0000;
 
+/// Set with `TID_THROTTLED` when the thread stopped itself for something
+/// the daemon must copy while it is stopped (an output left in its memory,
+/// `REC_FETCH`; the file of a shared mapping it just made): the supervisor
+/// holds it until the daemon says that copy is made, not merely until the
+/// rings are drained. Cleared by the supervisor.
+pub const TID_HELD_FOR_COPY: u32 = 0x1000_0000;
+
 /// The tgid in a `TIDS` value.
-pub const TID_TGID_MASK: u32 = !(TID_PAUSED | TID_THROTTLED);
+pub const TID_TGID_MASK: u32 = !(TID_PAUSED | TID_THROTTLED | TID_HELD_FOR_COPY);
 
 /// A target thread's `TIDS` entry: its tgid and `TID_*` flags, and what its
 /// sys_enter saw, for its sys_exit. One map, so each program looks the

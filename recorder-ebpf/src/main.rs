@@ -68,6 +68,8 @@ struct Segs {
     n: u64,
     /// Set when a segment did not fit: the copy is incomplete.
     dropped: u64,
+    /// Set when a segment was left in memory for the daemon (`REC_FETCH`).
+    fetch: u64,
     segs: [Seg; MAX_SEGS],
     /// An iovec array still to walk (`walk_iov`), planned by `plan_iov`.
     iov: IovWalk,
@@ -191,6 +193,13 @@ fn hold_for_daemon(tid: u32) {
         // same value.
         unsafe { *p = THROTTLE_REQUESTED };
     }
+    stop_self(tid, 0);
+}
+
+/// Stops the thread on its way back to user code, marked `TID_THROTTLED`
+/// and `extra` (see `Config::throttle_signal`).
+#[inline(always)]
+fn stop_self(tid: u32, extra: u32) {
     let sig = config().map_or(0, |c| c.throttle_signal);
     if sig != 0 {
         if let Some(v) = TIDS.get_ptr_mut(&tid) {
@@ -198,12 +207,26 @@ fn hold_for_daemon(tid: u32) {
             // supervisor (while the thread is stopped) change its flags.
             unsafe {
                 if (*v).value & TID_THROTTLED == 0 {
-                    (*v).value |= TID_THROTTLED;
+                    (*v).value |= TID_THROTTLED | extra;
                     bpf_send_signal_thread(sig);
                 }
             }
         }
     }
+}
+
+/// Whether a segment of `len` bytes is left in memory for the daemon
+/// (`REC_FETCH`) rather than copied: when it would take more than half of
+/// the ring's free space (a single read of tens of MiB would not fit at
+/// all), and there is a supervisor to hold the thread meanwhile.
+#[inline(always)]
+fn leave_in_memory(cpu: u32, len: u64) -> bool {
+    if config().map_or(0, |c| c.throttle_signal) == 0 {
+        return false;
+    }
+    let ring = data_ring(cpu);
+    let (avail, size) = (ring.query(RB_AVAIL_DATA), ring.query(RB_RING_SIZE));
+    len > size.saturating_sub(avail) / 2
 }
 
 /// A file mapped shared: the daemon copies the file when it reads this
@@ -382,6 +405,7 @@ fn plan_outputs(spec: &SyscallSpec, args: &[u64; 6], ret: i64, segs: &mut Segs) 
 fn reset_segs(segs: &mut Segs) {
     segs.n = 0;
     segs.dropped = 0;
+    segs.fetch = 0;
     segs.iov.count = 0;
 }
 
@@ -675,6 +699,26 @@ extern "C" fn copy_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         return 0;
     }
     let off = segs.off;
+    if off == 0 && leave_in_memory(segs.hdr.cpu, s.len) {
+        scratch.head = ChunkHdr {
+            hdr: RecHeader {
+                kind: REC_FETCH,
+                ..segs.hdr
+            },
+            slot: s.slot as u32,
+            len: 0,
+            addr: s.addr,
+            offset: 0,
+            total: s.len,
+        };
+        let head = core::mem::size_of::<ChunkHdr>();
+        if !data_out(segs.hdr.cpu, scratch as *const ChunkRec as *const u8, head) {
+            segs.incomplete = 1;
+        }
+        segs.fetch = 1;
+        segs.seg += 1;
+        return 0;
+    }
     let left = s.len.wrapping_sub(off);
     let n = if left > CHUNK_MAX as u64 {
         CHUNK_MAX as u64
@@ -839,6 +883,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 flags |= SC_INCOMPLETE_COPY;
                 count_loss(LOSS_INCOMPLETE_COPY);
             }
+            // SAFETY: as in plan_outputs.
+            if unsafe { after_loop(&segs.fetch) } != 0 {
+                stop_self(tid, TID_HELD_FOR_COPY);
+            }
             // The record follows its chunks in time. Only read the clock
             // again when there were chunks: a clock read is a fair share
             // of this program's cost.
@@ -848,7 +896,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         }
     }
     if held_mapping(nr, &args, ret) {
-        hold_for_daemon(tid);
+        stop_self(tid, TID_HELD_FOR_COPY);
         out_flags = WAKE_FLAGS;
     }
     let rec = SyscallRec {

@@ -20,16 +20,38 @@ struct Partial {
     complete: bool,
 }
 
+/// Reads `len` bytes at `addr` of process `pid`; returns what was readable.
+pub type ReadMemory = fn(pid: u32, addr: u64, len: usize) -> Vec<u8>;
+
+/// Longest output read from a held thread's memory (`REC_FETCH`); a longer
+/// one is marked incomplete rather than held in the daemon's memory.
+const FETCH_MAX: u64 = 1 << 30;
+
 /// Record-to-event state. Records of one thread must be fed in ring order
 /// (a syscall's chunks before the syscall); lifecycle records before data
 /// records of the same drain (an exec's record precedes its execve's exit).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Assembler {
     chunks: HashMap<u32, Vec<Partial>>,
     exec_paths: HashMap<u32, (u64, String)>,
     tgid_of: HashMap<u32, u32>,
+    read_memory: ReadMemory,
+    /// Threads held for outputs read from their memory (`REC_FETCH`), to be
+    /// let go (`take_fetched`).
+    fetched: Vec<u32>,
     /// Records that could not be decoded.
     pub malformed: u64,
+}
+
+impl Default for Assembler {
+    fn default() -> Self {
+        Self::with_memory(|pid, addr, len| {
+            let mut buf = vec![0; len];
+            let n = crate::sys::ptrace::copy_into(pid, addr, &mut buf);
+            buf.truncate(n);
+            buf
+        })
+    }
 }
 
 fn event(hdr: &RecHeader, kind: EventKind) -> Event {
@@ -49,6 +71,24 @@ impl Assembler {
         Self::default()
     }
 
+    /// An assembler that reads outputs left in memory with `read_memory`.
+    pub fn with_memory(read_memory: ReadMemory) -> Self {
+        Self {
+            chunks: HashMap::new(),
+            exec_paths: HashMap::new(),
+            tgid_of: HashMap::new(),
+            read_memory,
+            fetched: Vec::new(),
+            malformed: 0,
+        }
+    }
+
+    /// Threads whose outputs were read from their memory since the last
+    /// call: they may go on (the supervisor holds them until then).
+    pub fn take_fetched(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.fetched)
+    }
+
     /// Tells the assembler a thread's process (threads found at attach time).
     pub fn know_thread(&mut self, tid: u32, tgid: u32) {
         self.tgid_of.insert(tid, tgid);
@@ -63,6 +103,7 @@ impl Assembler {
     pub fn feed(&mut self, rec: Record<'_>, out: &mut Vec<Event>) {
         match rec {
             Record::Chunk(h, data) => self.chunk(&h, data),
+            Record::Fetch(h) => self.fetch(&h),
             Record::Syscall(s) => self.syscall(&s, out),
             Record::Switch(s) => {
                 let about = if self.tgid_of.contains_key(&s.prev_tid) {
@@ -164,6 +205,26 @@ impl Assembler {
         // A chunk the kernel could not copy arrives empty: the output is cut.
         p.complete &= data.len() as u64 == h.len as u64 && h.len != 0;
         p.data.extend_from_slice(data);
+    }
+
+    /// An output left in the thread's memory: the thread is stopped on
+    /// its way back from the syscall, so its memory still holds what the
+    /// kernel wrote there.
+    fn fetch(&mut self, h: &ChunkHdr) {
+        let len = h.total.saturating_sub(h.offset);
+        let data = if len <= FETCH_MAX {
+            (self.read_memory)(h.hdr.pid, h.addr, len as usize)
+        } else {
+            Vec::new()
+        };
+        self.fetched.push(h.hdr.tid);
+        self.chunks.entry(h.hdr.tid).or_default().push(Partial {
+            slot: h.slot,
+            addr: h.addr,
+            total: h.total,
+            complete: h.offset == 0 && data.len() as u64 == len,
+            data,
+        });
     }
 
     fn syscall(&mut self, s: &SyscallRec, out: &mut Vec<Event>) {
@@ -276,6 +337,49 @@ mod tests {
         assert_eq!(sc.outputs.len(), 1);
         assert_eq!(&sc.outputs[0].data[..], b"hello");
         assert!(sc.outputs[0].complete);
+    }
+
+    #[test]
+    fn assemble_output_left_in_memory_is_read_from_it() {
+        // A fake memory: byte i of any address range is (addr + i) as u8,
+        // and nothing at or above 0x9000 is readable.
+        let mut a = Assembler::with_memory(|_pid, addr, len| {
+            (addr..(addr + len as u64).min(0x9000))
+                .map(|x| x as u8)
+                .collect()
+        });
+        let mut out = Vec::new();
+        let left = |addr, total| ChunkHdr {
+            hdr: hdr(REC_FETCH, 5, 1),
+            slot: 1,
+            len: 0,
+            addr,
+            offset: 0,
+            total,
+        };
+        let read = |time| SyscallRec {
+            hdr: hdr(REC_SYSCALL, 5, time),
+            nr: 0,
+            ret: 0x100,
+            ..Default::default()
+        };
+        a.feed(Record::Fetch(left(0x1000, 0x100)), &mut out);
+        a.feed(Record::Syscall(read(2)), &mut out);
+        assert_eq!(a.take_fetched(), vec![5]);
+        // Partly unreadable: incomplete, never silently short.
+        a.feed(Record::Fetch(left(0x8f80, 0x100)), &mut out);
+        a.feed(Record::Syscall(read(3)), &mut out);
+        let outputs = |e: &Event| match &e.kind {
+            EventKind::Syscall(sc) => sc.outputs.clone(),
+            _ => panic!(),
+        };
+        let o = outputs(&out[0]);
+        assert_eq!(o.len(), 1);
+        assert!(o[0].complete);
+        assert_eq!(o[0].addr, 0x1000);
+        let want: Vec<u8> = (0x1000u64..0x1100).map(|x| x as u8).collect();
+        assert_eq!(&o[0].data[..], &want[..]);
+        assert!(!outputs(&out[1])[0].complete);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use recorder_common::*;
 pub enum Record<'a> {
     Syscall(SyscallRec),
     Chunk(ChunkHdr, &'a [u8]),
+    /// Output bytes left in the thread's memory (`REC_FETCH`).
+    Fetch(ChunkHdr),
     Switch(SwitchRec),
     Fork(ForkRec),
     Exec {
@@ -49,6 +51,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
             let data = data.get(..h.len as usize)?;
             Some(Record::Chunk(h, data))
         }),
+        REC_FETCH => read(buf).map(Record::Fetch),
         REC_SWITCH => read(buf).map(Record::Switch),
         REC_FORK => read(buf).map(Record::Fork),
         REC_EXEC => read::<RecHeader>(buf).and_then(|hdr| {

@@ -9,7 +9,7 @@ use aya::{
 };
 use recorder_common::{
     spec, Config, TidState, DATA_RINGS, LOSS_INCOMPLETE_COPY, LOSS_LIFECYCLE_FULL, LOSS_RING_FULL,
-    TABLE_SIZE, THROTTLE_REQUESTED, TID_PAUSED, TID_THROTTLED,
+    TABLE_SIZE, THROTTLE_REQUESTED, TID_HELD_FOR_COPY, TID_PAUSED, TID_THROTTLED,
 };
 
 use crate::{sys, tracefs::TRACEPOINTS, RecordError};
@@ -51,6 +51,15 @@ pub struct CpuLoss {
 /// The in-kernel target filter (`TIDS`: tid → tgid and flags, in a
 /// `TidState` whose syscall fields only the eBPF side uses), shared by the session
 /// and the supervisor.
+/// What a thread that stopped itself waits for (see `Filter::take_throttled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The daemon to drain the rings.
+    ForDrain,
+    /// The daemon to copy what it must copy while the thread is stopped.
+    ForCopy,
+}
+
 pub struct Filter {
     tids: HashMap<MapData, u32, TidState>,
     /// `THROTTLE`: a data ring filled past a quarter, not drained yet.
@@ -95,17 +104,20 @@ impl Filter {
     }
 
     /// Whether the thread sent itself the throttle signal (see
-    /// `Config::throttle_signal`); clears the mark. Call with the thread
+    /// `Config::throttle_signal`), and if so whether it waits for a copy
+    /// (`TID_HELD_FOR_COPY`); clears both marks. Call with the thread
     /// stopped.
-    pub fn take_throttled(&mut self, tid: u32) -> bool {
-        let marked = self
-            .tids
-            .get(&tid, 0)
-            .is_ok_and(|v| v.value & TID_THROTTLED != 0);
-        if marked {
-            self.set_flag(tid, TID_THROTTLED, false);
+    pub fn take_throttled(&mut self, tid: u32) -> Option<Held> {
+        let v = self.tids.get(&tid, 0).ok()?.value;
+        if v & TID_THROTTLED == 0 {
+            return None;
         }
-        marked
+        self.set_flag(tid, TID_THROTTLED | TID_HELD_FOR_COPY, false);
+        Some(if v & TID_HELD_FOR_COPY != 0 {
+            Held::ForCopy
+        } else {
+            Held::ForDrain
+        })
     }
 
     /// Read-modify-write of a thread's value: only its own thread's

@@ -281,7 +281,11 @@ async fn record_inner(
                 sup.drained();
             }
         }
-        for tid in std::mem::take(&mut state.mapped_shared) {
+        let fetched = state.assembler.take_fetched();
+        for tid in std::mem::take(&mut state.mapped_shared)
+            .into_iter()
+            .chain(fetched)
+        {
             if let Some(sup) = &supervisor {
                 sup.copied(tid);
             }

@@ -35,7 +35,7 @@ use tracelog::{
 
 use crate::{
     dirty::{self, TrackWrites, Tracker},
-    probe::{SharedFilter, THROTTLE_SIGNAL},
+    probe::{Held, SharedFilter, THROTTLE_SIGNAL},
     sys::{
         self,
         ptrace::{self as pt, Mem, Regs},
@@ -161,7 +161,8 @@ pub enum Command {
     /// full ring may go on now (saves the supervisor's `THROTTLE_PAUSE`
     /// poll per stop, which a large read pays hundreds of times).
     Drained,
-    /// From the session: the file of a thread's shared mapping is copied
+    /// From the session: what a thread held for a copy waited for (the
+    /// file of its shared mapping, an output left in its memory) is copied
     /// (see `Stop::Throttled`).
     Copied(u32),
     /// Stop supervising; detach from whatever still runs.
@@ -275,10 +276,11 @@ enum Stop {
     /// About to receive this signal: resume by delivering it.
     Signal(i32),
     /// Stopped itself because its output filled its ring (the throttle
-    /// signal, never delivered): resume without it. `mapping`: stopped by
-    /// a shared file mapping instead, until the session has copied the file
-    /// (`Command::Copied`).
-    Throttled { since: Instant, mapping: bool },
+    /// signal, never delivered): resume without it. `for_copy`: stopped
+    /// until the session has copied something from it or for it (the file
+    /// of a shared mapping it made, an output left in its memory;
+    /// `Command::Copied`), not merely drained the rings.
+    Throttled { since: Instant, for_copy: bool },
 }
 
 #[derive(Debug)]
@@ -453,9 +455,11 @@ struct State {
     /// vfork parent tid → its child, until the child execs or exits (see
     /// `wait_stopped`).
     vforked: HashMap<u32, u32>,
-    /// Threads whose shared file mapping the session has copied, not yet
+    /// Threads held for a copy whose copy the session has made, not yet
     /// released (the message may come before their stop is seen).
     copied: HashSet<u32>,
+    /// Threads held for a copy not made yet, kept held across checkpoints.
+    awaiting_copy: HashSet<u32>,
 }
 
 impl State {
@@ -491,6 +495,7 @@ impl State {
             pinned: HashMap::new(),
             deferred: None,
             copied: HashSet::new(),
+            awaiting_copy: HashSet::new(),
             vforked: HashMap::new(),
         }
     }
@@ -566,7 +571,7 @@ impl State {
         self.filter.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take_throttled(&self, tid: u32) -> bool {
+    fn take_throttled(&self, tid: u32) -> Option<Held> {
         self.filter().take_throttled(tid)
     }
 
@@ -585,8 +590,8 @@ impl State {
         let mut waiting = false;
         let drained = !self.filter().throttle_requested();
         for (&tid, t) in self.tracees.iter_mut() {
-            if let Some(Stop::Throttled { since, mapping }) = t.stop {
-                let done = if mapping {
+            if let Some(Stop::Throttled { since, for_copy }) = t.stop {
+                let done = if for_copy {
                     self.copied.remove(&tid)
                 } else {
                     drained
@@ -641,7 +646,10 @@ impl State {
     /// injections work), before a checkpoint stops the rest.
     fn interrupt_throttled(&mut self) {
         for (&tid, t) in self.tracees.iter_mut() {
-            if let Some(Stop::Throttled { .. }) = t.stop {
+            if let Some(Stop::Throttled { for_copy, .. }) = t.stop {
+                if for_copy {
+                    self.awaiting_copy.insert(tid);
+                }
                 t.stop = None;
                 let _ = pt::interrupt(tid);
                 let _ = pt::cont(tid, None);
@@ -734,15 +742,15 @@ impl State {
                 }
                 self.ensure_known(tid);
                 let sig = sig as i32;
-                if sig == THROTTLE_SIGNAL && self.take_throttled(tid) {
+                let held = (sig == THROTTLE_SIGNAL)
+                    .then(|| self.take_throttled(tid))
+                    .flatten();
+                if let Some(held) = held {
                     // Kept stopped for a moment (see `release_throttled`).
-                    // Back from an mmap: the eBPF side stopped it for a
-                    // shared file mapping (mmap has no output to fill a ring).
-                    let mapping = pt::getregs(tid).is_ok_and(|r| r.orig_rax == 9);
                     if let Some(t) = self.tracees.get_mut(&tid) {
                         t.stop = Some(Stop::Throttled {
                             since: Instant::now(),
-                            mapping,
+                            for_copy: held == Held::ForCopy,
                         });
                     }
                     return;
@@ -1108,8 +1116,14 @@ impl State {
                 }
                 self.ensure_known(tid);
                 let sig = sig as i32;
-                if sig == THROTTLE_SIGNAL && self.take_throttled(tid) {
+                let held = (sig == THROTTLE_SIGNAL)
+                    .then(|| self.take_throttled(tid))
+                    .flatten();
+                if let Some(held) = held {
                     // Ours: drop it and stop right there instead.
+                    if held == Held::ForCopy {
+                        self.awaiting_copy.insert(tid);
+                    }
                     let _ = pt::interrupt(tid);
                     let _ = pt::cont(tid, None);
                     return vec![];
@@ -1235,6 +1249,17 @@ impl State {
             .map(|(&tid, t)| (tid, t.stop.take()))
             .collect();
         for (tid, stop) in stops {
+            if stop.is_some() && self.awaiting_copy.remove(&tid) && !self.copied.remove(&tid) {
+                // Still held (see `Stop::Throttled`): released by
+                // `release_throttled` once the copy is made.
+                if let Some(t) = self.tracees.get_mut(&tid) {
+                    t.stop = Some(Stop::Throttled {
+                        since: Instant::now(),
+                        for_copy: true,
+                    });
+                }
+                continue;
+            }
             let _ = match stop {
                 Some(Stop::Group) => pt::listen(tid),
                 Some(Stop::Signal(libc::SIGSEGV)) if self.answer_rdtsc(tid) => pt::cont(tid, None),
@@ -1440,15 +1465,16 @@ impl State {
 
     /// A coordinated checkpoint of the whole tree.
     fn checkpoint(&mut self, reason: &str) {
-        // A thread held at a shared file mapping must stay held until its
-        // file is copied (see `Stop::Throttled`): releasing it for the cut
-        // lets it write the mapping first, and replay of the epoch before
-        // would start from a copy that already holds those writes. A
-        // timed cut waits a moment for the copy; an exec's cannot.
+        // A thread held for a copy must stay held until the copy is made
+        // (see `Stop::Throttled`): releasing it for the cut lets it write a
+        // shared mapping first (replay of the epoch before would start from
+        // a copy that already holds those writes), or change an output
+        // still to be read from its memory. A timed cut waits a moment for
+        // the copy; an exec's cannot.
         let copying = self
             .tracees
             .values()
-            .any(|t| matches!(t.stop, Some(Stop::Throttled { mapping: true, .. })));
+            .any(|t| matches!(t.stop, Some(Stop::Throttled { for_copy: true, .. })));
         if copying && (reason == "timer" || reason == "events") {
             self.next_due = Some(Instant::now() + Duration::from_millis(1));
             return;
