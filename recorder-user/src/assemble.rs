@@ -106,12 +106,19 @@ impl Assembler {
             Record::Fetch(h) => self.fetch(&h),
             Record::Syscall(s) => self.syscall(&s, out),
             Record::Switch(s) => {
-                let about = if self.tgid_of.contains_key(&s.prev_tid) {
-                    s.prev_tid
+                // The eBPF side saw one of them in the filter. A thread not
+                // seen here yet (the launched command before its exec) is
+                // the previous one unless only the next one is known; the
+                // record's header is the previous (current) task's.
+                let known = |t: &u32| self.tgid_of.contains_key(t);
+                let prev_is_target = known(&s.prev_tid) || (!known(&s.next_tid) && s.prev_tid != 0);
+                let (about, pid) = if prev_is_target {
+                    let pid = self.tgid_of.get(&s.prev_tid).copied();
+                    (s.prev_tid, pid.unwrap_or(s.hdr.pid))
                 } else {
-                    s.next_tid
+                    let pid = self.tgid_of.get(&s.next_tid).copied();
+                    (s.next_tid, pid.unwrap_or(s.next_tid))
                 };
-                let pid = self.tgid_of.get(&about).copied().unwrap_or(about);
                 let mut e = event(
                     &s.hdr,
                     EventKind::Switch {
@@ -380,6 +387,26 @@ mod tests {
         let want: Vec<u8> = (0x1000u64..0x1100).map(|x| x as u8).collect();
         assert_eq!(&o[0].data[..], &want[..]);
         assert!(!outputs(&out[1])[0].complete);
+    }
+
+    #[test]
+    fn assemble_switch_names_the_target_side() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        let switch = |prev_tid, next_tid, current| SwitchRec {
+            hdr: hdr(REC_SWITCH, current, 1),
+            prev_tid,
+            next_tid,
+            ..Default::default()
+        };
+        // Nothing seen of 42 yet (a launched command before its exec): it
+        // is the one switched out, to the idle task.
+        a.feed(Record::Switch(switch(42, 0, 42)), &mut out);
+        // 7 is known (thread of 5): switched in, from an unknown task.
+        a.know_thread(7, 5);
+        a.feed(Record::Switch(switch(99, 7, 99)), &mut out);
+        let who: Vec<_> = out.iter().map(|e| (e.pid, e.tid)).collect();
+        assert_eq!(who, [(42, 42), (5, 7)]);
     }
 
     #[test]
