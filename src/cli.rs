@@ -10,7 +10,7 @@ Examples:
   uniplay replay ls.trace                      re-run every epoch from its checkpoint and verify it
 
 Exit status:
-  record -- CMD   the command's own status (128+N if it died of signal N)
+  record -- CMD   the command's own status (128+N if it died of signal N; 127 not found, 126 not executable)
   0  success          1  unexpected failure     2  bad usage
   3  events were lost (unless --allow-loss)
   4  this machine cannot record here (missing capability, BTF or tracepoint)

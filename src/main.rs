@@ -1,7 +1,8 @@
 //! `uniplay`: record a Linux process tree with eBPF, look inside the trace.
 //!
 //! Exit codes (also in `uniplay --help`):
-//! - `record -- CMD`: the command's own status (128+N if killed by signal N);
+//! - `record -- CMD`: the command's own status (128+N if killed by signal N;
+//!   127 if CMD is not found, 126 if it is not executable);
 //! - 0 success; 1 an unexpected failure; 2 bad usage;
 //! - 3 the recording lost events (see `--allow-loss`);
 //! - 4 the machine cannot record (permissions, kernel features);

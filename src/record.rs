@@ -33,6 +33,13 @@ fn exit_code(e: &RecordError) -> i32 {
         | RecordError::TracepointField { .. }
         | RecordError::Load { .. }
         | RecordError::Program { .. } => exit::CANNOT_RECORD,
+        // As a shell says it: not found, found but not executable.
+        RecordError::Launch { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
+        RecordError::Launch { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            126
+        }
         RecordError::NoSuchProcess { .. }
         | RecordError::Zombie { .. }
         | RecordError::Launch { .. }

@@ -72,7 +72,22 @@ fn record_errors_bad_pid_and_existing_output() {
         "--",
         "/no/such/program",
     ]);
+    // As a shell: 127 not found, 126 not executable; said in one line
+    // before anything is recorded.
     assert_eq!(code, Some(127), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot launch /no/such/program"), "{err}");
+    assert!(!dir.path().join("t").exists(), "a trace was started");
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, "not a program\n").unwrap();
+    let (code, err) = run(&[
+        "record",
+        "-o",
+        dir.path().join("t").to_str().unwrap(),
+        "--",
+        plain.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(126), "{err}");
 }
 
 #[test]

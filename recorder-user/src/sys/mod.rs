@@ -395,6 +395,35 @@ pub fn stderr_is_tty() -> bool {
     nix::unistd::isatty(std::io::stderr().as_raw_fd()).unwrap_or(false)
 }
 
+/// Where `execvp` would find `cmd`, or why it would not.
+fn find_command(cmd: &str) -> io::Result<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    let runnable = |p: &Path| -> io::Result<()> {
+        nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).map_err(io::Error::from)?;
+        if p.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        Ok(())
+    };
+    if cmd.contains('/') {
+        runnable(Path::new(cmd))?;
+        return Ok(PathBuf::from(cmd));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut denied = None;
+    for dir in std::env::split_paths(&path).filter(|d| !cmd.is_empty() && !d.as_os_str().is_empty())
+    {
+        let p = dir.join(cmd);
+        match runnable(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = Some(e),
+            Err(_) => {}
+        }
+    }
+    Err(denied
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "command not found in PATH")))
+}
+
 /// A command forked and held just before its exec, so the recorder can put
 /// it in the filter first and record it from its very first instruction.
 #[derive(Debug)]
@@ -412,6 +441,9 @@ impl HeldChild {
             command: argv.join(" "),
             source,
         };
+        // Said here, in one line, rather than by the child after the
+        // recorder has started.
+        find_command(argv.first().map_or("", String::as_str)).map_err(launch_err)?;
         let cargs: Vec<CString> = argv
             .iter()
             .map(|a| CString::new(a.as_bytes()))
