@@ -177,6 +177,15 @@ fn replay_real_programs() {
         // by the time it was mapped (meta.json `file_versions`), and read
         // through the mapping, not the path that names the new file.
         vec!["/usr/bin/python3", "-c", &remap],
+        // A poll that a checkpoint cuts short still writes its revents back
+        // (zeroes over the previous call's POLLIN): recorded as an output
+        // of the interrupted call (a web server attached while it polled
+        // diverged in every epoch).
+        vec![
+            "/usr/bin/python3",
+            "-c",
+            "import os, select\nr, w = os.pipe()\np = select.poll()\np.register(r, select.POLLIN)\nn = 0\nfor i in range(30):\n    os.write(w, b'x'); n += len(p.poll(1000)); os.read(r, 1); n += len(p.poll(20))\nprint(n)",
+        ],
         // One read of 24 MiB, more than the default ring holds: read from
         // the held thread's memory by the recorder.
         vec!["/usr/bin/python3", "-c", &read_whole],
