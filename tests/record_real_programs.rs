@@ -103,3 +103,30 @@ fn record_real_python_and_sqlite() {
     let events = r.events();
     assert!(!syscalls(&events, "recvmsg").is_empty());
 }
+
+/// Recording must not change what a program sees of its machine: the
+/// recorder keeps a starting process on one CPU while ld.so reads `cpuid`,
+/// but gives its CPUs back before the first call that could see the pin
+/// (`nproc` printed 1 on 2 CPUs; lld sized its thread pool while pinned
+/// and again after, and crashed).
+#[test]
+fn record_real_programs_see_every_cpu() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let native = std::process::Command::new("nproc").output().unwrap();
+    let native = String::from_utf8_lossy(&native.stdout).trim().to_string();
+    let r = check(&[
+        "bash",
+        "-c",
+        "nproc; nproc; python3 -c 'import os; print(len(os.sched_getaffinity(0)))'",
+    ]);
+    let seen: Vec<String> = r.stdout().lines().map(str::to_string).collect();
+    assert_eq!(
+        seen,
+        [native.clone(), native.clone(), native],
+        "stderr: {}",
+        r.stderr()
+    );
+}

@@ -54,10 +54,14 @@ const PTRACE_EVENT_STOP: i32 = 128;
 const THROTTLE_PAUSE: Duration = Duration::from_millis(1);
 const THROTTLE_MAX: Duration = Duration::from_millis(200);
 
-/// How long a process that has just exec'd is kept on the CPU it exec'd on.
-/// The dynamic loader and libc read `cpuid` as they start, and keep what it
-/// says (the CPU's APIC id among it); replay runs such a start on the CPU it
-/// was recorded on, which holds only if the start did not move.
+/// How long at most a process that has just exec'd is kept on the CPU it
+/// exec'd on. The dynamic loader and libc read `cpuid` as they start, and
+/// keep what it says (the CPU's APIC id among it); replay runs such a start
+/// on the CPU it was recorded on, which holds only if the start did not
+/// move. The pin ends sooner, at the entry of the process's first syscall
+/// other than `brk` and `arch_prctl` (ld.so has read `cpuid` by then), before
+/// that call runs: the program must never see the pin (`nproc` printed 1,
+/// and lld, sizing its thread pool while pinned and again after, crashed).
 const STARTUP_PIN: Duration = Duration::from_millis(20);
 
 /// Pre-copy arena kept across checkpoints (page faults into fresh memory
@@ -451,6 +455,8 @@ struct State {
     /// Processes kept on one CPU as they start (`STARTUP_PIN`): pid → until
     /// when, and the CPUs they may use otherwise.
     pinned: HashMap<u32, (Instant, nix::sched::CpuSet)>,
+    /// Threads of pinned processes resumed to their syscalls (`STARTUP_PIN`).
+    starting: HashSet<u32>,
     deferred: Option<Deferred>,
     /// vfork parent tid → its child, until the child execs or exits (see
     /// `wait_stopped`).
@@ -493,6 +499,7 @@ impl State {
             sync: CutSync::default(),
             early_sink: None,
             pinned: HashMap::new(),
+            starting: HashSet::new(),
             deferred: None,
             copied: HashSet::new(),
             awaiting_copy: HashSet::new(),
@@ -618,6 +625,50 @@ impl State {
         sys::pin(pid, cpu);
         self.pinned
             .insert(pid, (Instant::now() + STARTUP_PIN, allowed));
+        // Just exec'd: its one thread has the pid as tid.
+        self.starting.insert(pid);
+    }
+
+    /// Resumes `tid` (delivering `sig`): to its next syscall while its
+    /// process starts (`STARTUP_PIN`), else on.
+    fn resume(&self, tid: u32, sig: Option<i32>) -> std::io::Result<()> {
+        if self.starting.contains(&tid) {
+            pt::to_syscall_with(tid, sig)
+        } else {
+            pt::cont(tid, sig)
+        }
+    }
+
+    /// A starting thread at a syscall stop (see `STARTUP_PIN`): past `brk`
+    /// and `arch_prctl`, gives its process its CPUs back before the call
+    /// runs.
+    fn startup_syscall(&mut self, tid: u32) {
+        const BRK: u64 = 12;
+        const ARCH_PRCTL: u64 = 158;
+        // -1: a call the supervisor skipped (a cut), made again next.
+        let nr = pt::getregs(tid).map_or(0, |r| r.orig_rax);
+        if matches!(nr, BRK | ARCH_PRCTL | u64::MAX) {
+            let _ = pt::to_syscall(tid);
+            return;
+        }
+        self.starting.remove(&tid);
+        if let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) {
+            self.unpin(pid);
+        }
+        let _ = pt::cont(tid, None);
+    }
+
+    /// Gives `pid` its CPUs back, every thread of it.
+    fn unpin(&mut self, pid: u32) {
+        if let Some((_, allowed)) = self.pinned.remove(&pid) {
+            for (&tid, t) in &self.tracees {
+                if t.pid == pid {
+                    sys::set_affinity(tid, &allowed);
+                }
+            }
+        }
+        self.starting
+            .retain(|&t| self.tracees.get(&t).is_some_and(|tr| tr.pid != pid));
     }
 
     /// Gives processes whose start-up pin is over (all with `all`) their
@@ -631,13 +682,7 @@ impl State {
             .map(|(&p, _)| p)
             .collect();
         for pid in due {
-            if let Some((_, allowed)) = self.pinned.remove(&pid) {
-                for (&tid, t) in &self.tracees {
-                    if t.pid == pid {
-                        sys::set_affinity(tid, &allowed);
-                    }
-                }
-            }
+            self.unpin(pid);
         }
         self.pinned.values().map(|(until, _)| *until).min()
     }
@@ -761,10 +806,16 @@ impl State {
                 if deliver {
                     self.report_siginfo(tid, sig);
                 }
-                let _ = pt::cont(tid, deliver.then_some(sig));
+                let _ = self.resume(tid, deliver.then_some(sig));
             }
             WaitStatus::PtraceSyscall(p) => {
                 let tid = p.as_raw() as u32;
+                if self.starting.contains(&tid)
+                    && self.deferred.as_ref().is_none_or(|d| d.tid != tid)
+                {
+                    self.startup_syscall(tid);
+                    return;
+                }
                 match self.deferred.as_mut() {
                     Some(d) if d.tid == tid => {
                         // The cut the checkpoint waited for: take it now.
@@ -1262,16 +1313,18 @@ impl State {
             }
             let _ = match stop {
                 Some(Stop::Group) => pt::listen(tid),
-                Some(Stop::Signal(libc::SIGSEGV)) if self.answer_rdtsc(tid) => pt::cont(tid, None),
+                Some(Stop::Signal(libc::SIGSEGV)) if self.answer_rdtsc(tid) => {
+                    self.resume(tid, None)
+                }
                 Some(Stop::Signal(sig)) => {
                     self.report_siginfo(tid, sig);
-                    pt::cont(tid, Some(sig))
+                    self.resume(tid, Some(sig))
                 }
                 Some(Stop::Throttled { .. }) => {
                     self.take_throttled(tid);
-                    pt::cont(tid, None)
+                    self.resume(tid, None)
                 }
-                Some(_) => pt::cont(tid, None),
+                Some(_) => self.resume(tid, None),
                 None => Ok(()),
             };
         }

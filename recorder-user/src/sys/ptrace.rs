@@ -50,6 +50,12 @@ pub fn to_syscall(tid: u32) -> io::Result<()> {
     ptrace::syscall(pid(tid), None).map_err(io)
 }
 
+/// Resumes (delivering `sig`) to the next syscall entry or exit stop.
+pub fn to_syscall_with(tid: u32, sig: Option<i32>) -> io::Result<()> {
+    let sig = sig.and_then(|s| Signal::try_from(s).ok());
+    ptrace::syscall(pid(tid), sig).map_err(io)
+}
+
 /// Keeps a group-stopped tracee stopped but lets it report further events.
 pub fn listen(tid: u32) -> io::Result<()> {
     const PTRACE_LISTEN: libc::c_uint = 0x4208;
