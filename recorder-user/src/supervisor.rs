@@ -643,19 +643,28 @@ impl State {
     /// and `arch_prctl`, gives its process its CPUs back before the call
     /// runs.
     fn startup_syscall(&mut self, tid: u32) {
+        if self.startup_goes_on(tid) {
+            let _ = pt::to_syscall(tid);
+        } else {
+            let _ = pt::cont(tid, None);
+        }
+    }
+
+    /// At a starting thread's syscall stop: whether its start-up goes on
+    /// (`brk`, `arch_prctl`); if not, its process is unpinned now.
+    fn startup_goes_on(&mut self, tid: u32) -> bool {
         const BRK: u64 = 12;
         const ARCH_PRCTL: u64 = 158;
         // -1: a call the supervisor skipped (a cut), made again next.
         let nr = pt::getregs(tid).map_or(0, |r| r.orig_rax);
         if matches!(nr, BRK | ARCH_PRCTL | u64::MAX) {
-            let _ = pt::to_syscall(tid);
-            return;
+            return true;
         }
         self.starting.remove(&tid);
         if let Some(pid) = self.tracees.get(&tid).map(|t| t.pid) {
             self.unpin(pid);
         }
-        let _ = pt::cont(tid, None);
+        false
     }
 
     /// Gives `pid` its CPUs back, every thread of it.
@@ -1195,6 +1204,19 @@ impl State {
             WaitStatus::PtraceSyscall(p) => {
                 let tid = p.as_raw() as u32;
                 let awaited = self.deferred.as_ref().is_some_and(|d| d.tid == tid);
+                if self.starting.contains(&tid) && !awaited {
+                    self.startup_goes_on(tid);
+                    if !self.sync.running.contains_key(&tid) {
+                        // A start-up's syscall stop (see `STARTUP_PIN`),
+                        // entry or exit, not a cut: run on to an
+                        // interrupt-stop, as any running thread.
+                        // `resume_all` takes the start-up up again.
+                        let _ = pt::interrupt(tid);
+                        let _ = pt::cont(tid, None);
+                        return vec![];
+                    }
+                    // Else the entry `run_to_syscall` ran it to: a cut.
+                }
                 if (self.sync.running.remove(&tid).is_some() || awaited) && self.back_out(tid) {
                     return vec![];
                 }
