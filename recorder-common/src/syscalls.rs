@@ -253,31 +253,29 @@ const TIMEX: u32 = 208;
 /// The table: `(number, row)`, sorted by number. Syscalls absent from it use
 /// [`DEFAULT_SPEC`].
 pub static TABLE: &[(u32, SyscallSpec)] = &[
-    (0, emu(3, &[ret(1)])),                  // read
-    (1, emu(3, &[written(1)])),              // write
-    (2, emu(3, &[path(0)])),                 // open
-    (3, emu(1, &[])),                        // close
-    (4, emu(2, &[fixed(1, STAT), path(0)])), // stat
-    (5, emu(2, &[fixed(1, STAT)])),          // fstat
-    (6, emu(2, &[fixed(1, STAT), path(0)])), // lstat
-    // poll writes revents back also when a signal cut it short (what an
-    // interrupted poll at a checkpoint leaves in memory).
-    (7, emu(3, &[always(out(0, LEN_ARG, 1, POLLFD))])), // poll
-    (8, emu(3, &[])),                                   // lseek
-    (9, exe(6)),                                        // mmap
-    (10, exe(3)),                                       // mprotect
-    (11, exe(2)),                                       // munmap
-    (12, exe(1)),                                       // brk
-    (13, row(4, ACTION_EXECUTE, &[fixed(2, SIGACTION)])), // rt_sigaction: oldact
+    (0, emu(3, &[ret(1)])),                                 // read
+    (1, emu(3, &[written(1)])),                             // write
+    (2, emu(3, &[path(0)])),                                // open
+    (3, emu(1, &[])),                                       // close
+    (4, emu(2, &[fixed(1, STAT), path(0)])),                // stat
+    (5, emu(2, &[fixed(1, STAT)])),                         // fstat
+    (6, emu(2, &[fixed(1, STAT), path(0)])),                // lstat
+    (7, emu(3, &[always(out(0, LEN_ARG, 1, POLLFD))])),     // poll: revents even if cut short
+    (8, emu(3, &[])),                                       // lseek
+    (9, exe(6)),                                            // mmap
+    (10, exe(3)),                                           // mprotect
+    (11, exe(2)),                                           // munmap
+    (12, exe(1)),                                           // brk
+    (13, row(4, ACTION_EXECUTE, &[fixed(2, SIGACTION)])),   // rt_sigaction: oldact
     (14, row(4, ACTION_EXECUTE, &[out(2, LEN_ARG, 3, 1)])), // rt_sigprocmask: oldset
-    (15, exe(0)),                                       // rt_sigreturn
-    (16, emu(3, &[out(2, LEN_IOCTL, 1, 0)])),           // ioctl
-    (17, emu(4, &[ret(1)])),                            // pread64
-    (18, emu(4, &[written(1)])),                        // pwrite64
-    (19, emu(3, &[out(1, LEN_IOV, 2, 0)])),             // readv
-    (20, emu(3, &[])),                                  // writev
-    (21, emu(2, &[path(0)])),                           // access
-    (22, emu(1, &[fixed(0, 8)])),                       // pipe
+    (15, exe(0)),                                           // rt_sigreturn
+    (16, emu(3, &[out(2, LEN_IOCTL, 1, 0)])),               // ioctl
+    (17, emu(4, &[ret(1)])),                                // pread64
+    (18, emu(4, &[written(1)])),                            // pwrite64
+    (19, emu(3, &[out(1, LEN_IOV, 2, 0)])),                 // readv
+    (20, emu(3, &[])),                                      // writev
+    (21, emu(2, &[path(0)])),                               // access
+    (22, emu(1, &[fixed(0, 8)])),                           // pipe
     (
         23,
         emu(
@@ -291,27 +289,27 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
             ],
         ),
     ), // select
-    (24, emu(0, &[])),                                  // sched_yield
-    (25, exe(5)),                                       // mremap
-    (26, emu(3, &[])),                                  // msync
-    (27, emu(3, &[out(2, LEN_ARG, 1, 1)])),             // mincore (approx: one byte per page)
-    (28, exe(3)),                                       // madvise
-    (32, emu(1, &[])),                                  // dup
-    (33, emu(2, &[])),                                  // dup2
-    (34, emu(0, &[])),                                  // pause
-    (35, emu(2, &[always(fixed(1, TIMESPEC))])),        // nanosleep
-    (36, emu(2, &[fixed(1, ITIMERVAL)])),               // getitimer
-    (37, emu(1, &[])),                                  // alarm
-    (38, emu(3, &[fixed(2, ITIMERVAL)])),               // setitimer
-    (39, emu(0, &[])),                                  // getpid
-    (40, emu(4, &[fixed(2, 8)])),                       // sendfile: offset
-    (41, emu(3, &[])),                                  // socket
-    (42, emu(3, &[])),                                  // connect
+    (24, emu(0, &[])),                                      // sched_yield
+    (25, exe(5)),                                           // mremap
+    (26, emu(3, &[])),                                      // msync
+    (27, emu(3, &[out(2, LEN_ARG, 1, 1)])),                 // mincore (approx: one byte per page)
+    (28, exe(3)),                                           // madvise
+    (32, emu(1, &[])),                                      // dup
+    (33, emu(2, &[])),                                      // dup2
+    (34, emu(0, &[])),                                      // pause
+    (35, emu(2, &[always(fixed(1, TIMESPEC))])),            // nanosleep
+    (36, emu(2, &[fixed(1, ITIMERVAL)])),                   // getitimer
+    (37, emu(1, &[])),                                      // alarm
+    (38, emu(3, &[fixed(2, ITIMERVAL)])),                   // setitimer
+    (39, emu(0, &[])),                                      // getpid
+    (40, emu(4, &[fixed(2, 8)])),                           // sendfile: offset
+    (41, emu(3, &[])),                                      // socket
+    (42, emu(3, &[])),                                      // connect
     (
         43,
         emu(3, &[out(1, LEN_LENPTR, 2, SOCKADDR_MAX), fixed(2, 4)]),
     ), // accept
-    (44, emu(6, &[])),                                  // sendto
+    (44, emu(6, &[])),                                      // sendto
     (
         45,
         emu(
@@ -323,11 +321,11 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
             ],
         ),
     ), // recvfrom
-    (46, emu(3, &[])),                                  // sendmsg
-    (47, emu(3, &[out(1, LEN_MSGHDR, 0, 0)])),          // recvmsg
-    (48, emu(2, &[])),                                  // shutdown
-    (49, emu(3, &[])),                                  // bind
-    (50, emu(2, &[])),                                  // listen
+    (46, emu(3, &[])),                                      // sendmsg
+    (47, emu(3, &[out(1, LEN_MSGHDR, 0, 0)])),              // recvmsg
+    (48, emu(2, &[])),                                      // shutdown
+    (49, emu(3, &[])),                                      // bind
+    (50, emu(2, &[])),                                      // listen
     (
         51,
         emu(3, &[out(1, LEN_LENPTR, 2, SOCKADDR_MAX), fixed(2, 4)]),
@@ -336,98 +334,98 @@ pub static TABLE: &[(u32, SyscallSpec)] = &[
         52,
         emu(3, &[out(1, LEN_LENPTR, 2, SOCKADDR_MAX), fixed(2, 4)]),
     ), // getpeername
-    (53, emu(4, &[fixed(3, 8)])),                       // socketpair
-    (54, emu(5, &[])),                                  // setsockopt
+    (53, emu(4, &[fixed(3, 8)])),                           // socketpair
+    (54, emu(5, &[])),                                      // setsockopt
     (55, emu(5, &[out(3, LEN_LENPTR, 4, 256), fixed(4, 4)])), // getsockopt
-    (56, exe(5)),                                       // clone
-    (57, exe(0)),                                       // fork
-    (58, exe(0)),                                       // vfork
-    (59, row(3, ACTION_EXECUTE, &[path(0)])),           // execve
-    (60, exe(1)),                                       // exit
-    (61, emu(4, &[fixed(1, 4), fixed(3, RUSAGE)])),     // wait4
-    (62, emu(2, &[])),                                  // kill
-    (63, emu(1, &[fixed(0, UTSNAME)])),                 // uname
-    (72, emu(3, &[out(2, LEN_CMD, 1, CMD_FCNTL)])),     // fcntl
-    (73, emu(2, &[])),                                  // flock
-    (74, emu(1, &[])),                                  // fsync
-    (75, emu(1, &[])),                                  // fdatasync
-    (76, emu(2, &[path(0)])),                           // truncate
-    (77, emu(2, &[])),                                  // ftruncate
-    (78, emu(3, &[ret(1)])),                            // getdents
-    (79, emu(2, &[ret(0)])),                            // getcwd
-    (80, emu(1, &[path(0)])),                           // chdir
-    (81, emu(1, &[])),                                  // fchdir
-    (82, emu(2, &[path(0), path(1)])),                  // rename
-    (83, emu(2, &[path(0)])),                           // mkdir
-    (84, emu(1, &[path(0)])),                           // rmdir
-    (85, emu(2, &[path(0)])),                           // creat
-    (86, emu(2, &[path(0), path(1)])),                  // link
-    (87, emu(1, &[path(0)])),                           // unlink
-    (88, emu(2, &[path(0), path(1)])),                  // symlink
-    (89, emu(3, &[ret(1), path(0)])),                   // readlink
-    (90, emu(2, &[path(0)])),                           // chmod
-    (91, emu(2, &[])),                                  // fchmod
-    (92, emu(3, &[path(0)])),                           // chown
-    (93, emu(3, &[])),                                  // fchown
-    (95, emu(1, &[])),                                  // umask
-    (96, emu(2, &[fixed(0, TIMEVAL), fixed(1, 8)])),    // gettimeofday
-    (97, emu(2, &[fixed(1, RLIMIT)])),                  // getrlimit
-    (98, emu(2, &[fixed(1, RUSAGE)])),                  // getrusage
-    (99, emu(1, &[fixed(0, SYSINFO)])),                 // sysinfo
-    (100, emu(1, &[fixed(0, TMS)])),                    // times
-    (101, emu(4, &[])),                                 // ptrace
-    (102, emu(0, &[])),                                 // getuid
-    (104, emu(0, &[])),                                 // getgid
-    (107, emu(0, &[])),                                 // geteuid
-    (108, emu(0, &[])),                                 // getegid
-    (109, emu(2, &[])),                                 // setpgid
-    (110, emu(0, &[])),                                 // getppid
-    (111, emu(0, &[])),                                 // getpgrp
-    (112, emu(0, &[])),                                 // setsid
-    (115, emu(2, &[out(1, LEN_RET_TIMES, 0, 4)])),      // getgroups
+    (56, exe(5)),                                           // clone
+    (57, exe(0)),                                           // fork
+    (58, exe(0)),                                           // vfork
+    (59, row(3, ACTION_EXECUTE, &[path(0)])),               // execve
+    (60, exe(1)),                                           // exit
+    (61, emu(4, &[fixed(1, 4), fixed(3, RUSAGE)])),         // wait4
+    (62, emu(2, &[])),                                      // kill
+    (63, emu(1, &[fixed(0, UTSNAME)])),                     // uname
+    (72, emu(3, &[out(2, LEN_CMD, 1, CMD_FCNTL)])),         // fcntl
+    (73, emu(2, &[])),                                      // flock
+    (74, emu(1, &[])),                                      // fsync
+    (75, emu(1, &[])),                                      // fdatasync
+    (76, emu(2, &[path(0)])),                               // truncate
+    (77, emu(2, &[])),                                      // ftruncate
+    (78, emu(3, &[ret(1)])),                                // getdents
+    (79, emu(2, &[ret(0)])),                                // getcwd
+    (80, emu(1, &[path(0)])),                               // chdir
+    (81, emu(1, &[])),                                      // fchdir
+    (82, emu(2, &[path(0), path(1)])),                      // rename
+    (83, emu(2, &[path(0)])),                               // mkdir
+    (84, emu(1, &[path(0)])),                               // rmdir
+    (85, emu(2, &[path(0)])),                               // creat
+    (86, emu(2, &[path(0), path(1)])),                      // link
+    (87, emu(1, &[path(0)])),                               // unlink
+    (88, emu(2, &[path(0), path(1)])),                      // symlink
+    (89, emu(3, &[ret(1), path(0)])),                       // readlink
+    (90, emu(2, &[path(0)])),                               // chmod
+    (91, emu(2, &[])),                                      // fchmod
+    (92, emu(3, &[path(0)])),                               // chown
+    (93, emu(3, &[])),                                      // fchown
+    (95, emu(1, &[])),                                      // umask
+    (96, emu(2, &[fixed(0, TIMEVAL), fixed(1, 8)])),        // gettimeofday
+    (97, emu(2, &[fixed(1, RLIMIT)])),                      // getrlimit
+    (98, emu(2, &[fixed(1, RUSAGE)])),                      // getrusage
+    (99, emu(1, &[fixed(0, SYSINFO)])),                     // sysinfo
+    (100, emu(1, &[fixed(0, TMS)])),                        // times
+    (101, emu(4, &[])),                                     // ptrace
+    (102, emu(0, &[])),                                     // getuid
+    (104, emu(0, &[])),                                     // getgid
+    (107, emu(0, &[])),                                     // geteuid
+    (108, emu(0, &[])),                                     // getegid
+    (109, emu(2, &[])),                                     // setpgid
+    (110, emu(0, &[])),                                     // getppid
+    (111, emu(0, &[])),                                     // getpgrp
+    (112, emu(0, &[])),                                     // setsid
+    (115, emu(2, &[out(1, LEN_RET_TIMES, 0, 4)])),          // getgroups
     (118, emu(3, &[fixed(0, 4), fixed(1, 4), fixed(2, 4)])), // getresuid
     (120, emu(3, &[fixed(0, 4), fixed(1, 4), fixed(2, 4)])), // getresgid
-    (121, emu(1, &[])),                                 // getpgid
-    (124, emu(1, &[])),                                 // getsid
-    (125, emu(2, &[fixed(1, CAP_DATA)])),               // capget
-    (127, emu(2, &[out(0, LEN_ARG, 1, 1)])),            // rt_sigpending
-    (128, emu(4, &[fixed(1, SIGINFO)])),                // rt_sigtimedwait
-    (130, emu(2, &[])),                                 // rt_sigsuspend
-    (131, row(2, ACTION_EXECUTE, &[fixed(1, STACK_T)])), // sigaltstack
-    (137, emu(2, &[fixed(1, STATFS), path(0)])),        // statfs
-    (138, emu(2, &[fixed(1, STATFS)])),                 // fstatfs
-    (140, emu(2, &[])),                                 // getpriority
-    (143, emu(2, &[fixed(1, SCHED_PARAM)])),            // sched_getparam
-    (145, emu(1, &[])),                                 // sched_getscheduler
-    (148, emu(2, &[fixed(1, TIMESPEC)])),               // sched_rr_get_interval
-    (157, emu(5, &[out(1, LEN_CMD, 0, CMD_PRCTL)])),    // prctl
-    (158, exe(2)),                                      // arch_prctl
-    (159, emu(1, &[fixed(0, TIMEX)])),                  // adjtimex
-    (186, emu(0, &[])),                                 // gettid
-    (191, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),   // getxattr
-    (192, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),   // lgetxattr
-    (193, emu(4, &[out(2, LEN_ARG, 3, 1)])),            // fgetxattr
-    (194, emu(3, &[ret(1), path(0)])),                  // listxattr
-    (195, emu(3, &[ret(1), path(0)])),                  // llistxattr
-    (196, emu(3, &[ret(1)])),                           // flistxattr
-    (200, emu(2, &[])),                                 // tkill
-    (201, emu(1, &[fixed(0, 8)])),                      // time
-    (202, emu(6, &[])),                                 // futex
-    (204, emu(3, &[ret(2)])),                           // sched_getaffinity
-    (213, emu(1, &[])),                                 // epoll_create
-    (217, emu(3, &[ret(1)])),                           // getdents64
-    (218, exe(1)),                                      // set_tid_address
-    (221, emu(4, &[])),                                 // fadvise64
-    (222, emu(3, &[fixed(2, 4)])),                      // timer_create: timer id
-    (223, emu(4, &[fixed(3, ITIMERSPEC)])),             // timer_settime: old value
-    (224, emu(2, &[fixed(1, ITIMERSPEC)])),             // timer_gettime
-    (228, emu(2, &[fixed(1, TIMESPEC)])),               // clock_gettime
-    (229, emu(2, &[fixed(1, TIMESPEC)])),               // clock_getres
-    (230, emu(4, &[always(fixed(3, TIMESPEC))])),       // clock_nanosleep
-    (231, exe(1)),                                      // exit_group
+    (121, emu(1, &[])),                                     // getpgid
+    (124, emu(1, &[])),                                     // getsid
+    (125, emu(2, &[fixed(1, CAP_DATA)])),                   // capget
+    (127, emu(2, &[out(0, LEN_ARG, 1, 1)])),                // rt_sigpending
+    (128, emu(4, &[fixed(1, SIGINFO)])),                    // rt_sigtimedwait
+    (130, emu(2, &[])),                                     // rt_sigsuspend
+    (131, row(2, ACTION_EXECUTE, &[fixed(1, STACK_T)])),    // sigaltstack
+    (137, emu(2, &[fixed(1, STATFS), path(0)])),            // statfs
+    (138, emu(2, &[fixed(1, STATFS)])),                     // fstatfs
+    (140, emu(2, &[])),                                     // getpriority
+    (143, emu(2, &[fixed(1, SCHED_PARAM)])),                // sched_getparam
+    (145, emu(1, &[])),                                     // sched_getscheduler
+    (148, emu(2, &[fixed(1, TIMESPEC)])),                   // sched_rr_get_interval
+    (157, emu(5, &[out(1, LEN_CMD, 0, CMD_PRCTL)])),        // prctl
+    (158, exe(2)),                                          // arch_prctl
+    (159, emu(1, &[fixed(0, TIMEX)])),                      // adjtimex
+    (186, emu(0, &[])),                                     // gettid
+    (191, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),       // getxattr
+    (192, emu(4, &[out(2, LEN_ARG, 3, 1), path(0)])),       // lgetxattr
+    (193, emu(4, &[out(2, LEN_ARG, 3, 1)])),                // fgetxattr
+    (194, emu(3, &[ret(1), path(0)])),                      // listxattr
+    (195, emu(3, &[ret(1), path(0)])),                      // llistxattr
+    (196, emu(3, &[ret(1)])),                               // flistxattr
+    (200, emu(2, &[])),                                     // tkill
+    (201, emu(1, &[fixed(0, 8)])),                          // time
+    (202, emu(6, &[])),                                     // futex
+    (204, emu(3, &[ret(2)])),                               // sched_getaffinity
+    (213, emu(1, &[])),                                     // epoll_create
+    (217, emu(3, &[ret(1)])),                               // getdents64
+    (218, exe(1)),                                          // set_tid_address
+    (221, emu(4, &[])),                                     // fadvise64
+    (222, emu(3, &[fixed(2, 4)])),                          // timer_create: timer id
+    (223, emu(4, &[fixed(3, ITIMERSPEC)])),                 // timer_settime: old value
+    (224, emu(2, &[fixed(1, ITIMERSPEC)])),                 // timer_gettime
+    (228, emu(2, &[fixed(1, TIMESPEC)])),                   // clock_gettime
+    (229, emu(2, &[fixed(1, TIMESPEC)])),                   // clock_getres
+    (230, emu(4, &[always(fixed(3, TIMESPEC))])),           // clock_nanosleep
+    (231, exe(1)),                                          // exit_group
     (232, emu(4, &[out(1, LEN_RET_TIMES, 0, EPOLL_EVENT)])), // epoll_wait
-    (233, emu(4, &[])),                                 // epoll_ctl
-    (234, emu(3, &[])),                                 // tgkill
+    (233, emu(4, &[])),                                     // epoll_ctl
+    (234, emu(3, &[])),                                     // tgkill
     // get_mempolicy: the mode, and a node mask of `maxnode` bits (libnuma
     // restores the mode it read: `ps` and `top` diverged on it).
     (239, emu(5, &[fixed(0, 4), out(1, LEN_FDSET, 2, 0)])),

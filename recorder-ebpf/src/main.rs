@@ -167,8 +167,7 @@ fn data_ring(cpu: u32) -> &'static RingBuf {
 /// the daemon to hold the target while it drains.
 #[inline(always)]
 fn throttle_flags(cpu: u32, tid: u32) -> u64 {
-    let ring = data_ring(cpu);
-    let (avail, size) = (ring.query(RB_AVAIL_DATA), ring.query(RB_RING_SIZE));
+    let (avail, size) = ring_fill(cpu);
     // An eighth: wake the daemon so that it drains while the thread runs on,
     // which is all it takes unless the thread outpaces the daemon.
     if avail * 8 < size {
@@ -224,9 +223,15 @@ fn leave_in_memory(cpu: u32, len: u64) -> bool {
     if config().map_or(0, |c| c.throttle_signal) == 0 {
         return false;
     }
-    let ring = data_ring(cpu);
-    let (avail, size) = (ring.query(RB_AVAIL_DATA), ring.query(RB_RING_SIZE));
+    let (avail, size) = ring_fill(cpu);
     len > size.saturating_sub(avail) / 2
+}
+
+/// Bytes waiting in this CPU's data ring, and its size.
+#[inline(always)]
+fn ring_fill(cpu: u32) -> (u64, u64) {
+    let ring = data_ring(cpu);
+    (ring.query(RB_AVAIL_DATA), ring.query(RB_RING_SIZE))
 }
 
 /// A file mapped shared: the daemon copies the file when it reads this

@@ -48,9 +48,6 @@ pub struct CpuLoss {
     pub incomplete_copies: u64,
 }
 
-/// The in-kernel target filter (`TIDS`: tid → tgid and flags, in a
-/// `TidState` whose syscall fields only the eBPF side uses), shared by the session
-/// and the supervisor.
 /// What a thread that stopped itself waits for (see `Filter::take_throttled`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Held {
@@ -60,6 +57,9 @@ pub enum Held {
     ForCopy,
 }
 
+/// The in-kernel target filter (`TIDS`: tid → tgid and flags, in a
+/// `TidState` whose syscall fields only the eBPF side uses), shared by the session
+/// and the supervisor.
 pub struct Filter {
     tids: HashMap<MapData, u32, TidState>,
     /// `THROTTLE`: a data ring filled past a quarter, not drained yet.

@@ -582,6 +582,14 @@ impl State {
         self.filter().take_throttled(tid)
     }
 
+    /// At a signal-delivery-stop: whether the signal is the throttle's (see
+    /// `Config::throttle_signal`), and what the thread waits for.
+    fn throttled(&self, tid: u32, sig: i32) -> Option<Held> {
+        (sig == THROTTLE_SIGNAL)
+            .then(|| self.take_throttled(tid))
+            .flatten()
+    }
+
     /// Resumes threads that stopped themselves on a full ring once the
     /// daemon has drained the rings (or after `THROTTLE_MAX`). Returns
     /// whether any is still waiting.
@@ -633,7 +641,7 @@ impl State {
     /// process starts (`STARTUP_PIN`), else on.
     fn resume(&self, tid: u32, sig: Option<i32>) -> std::io::Result<()> {
         if self.starting.contains(&tid) {
-            pt::to_syscall_with(tid, sig)
+            pt::to_syscall(tid, sig)
         } else {
             pt::cont(tid, sig)
         }
@@ -644,7 +652,7 @@ impl State {
     /// runs.
     fn startup_syscall(&mut self, tid: u32) {
         if self.startup_goes_on(tid) {
-            let _ = pt::to_syscall(tid);
+            let _ = pt::to_syscall(tid, None);
         } else {
             let _ = pt::cont(tid, None);
         }
@@ -796,10 +804,7 @@ impl State {
                 }
                 self.ensure_known(tid);
                 let sig = sig as i32;
-                let held = (sig == THROTTLE_SIGNAL)
-                    .then(|| self.take_throttled(tid))
-                    .flatten();
-                if let Some(held) = held {
+                if let Some(held) = self.throttled(tid, sig) {
                     // Kept stopped for a moment (see `release_throttled`).
                     if let Some(t) = self.tracees.get_mut(&tid) {
                         t.stop = Some(Stop::Throttled {
@@ -1176,10 +1181,7 @@ impl State {
                 }
                 self.ensure_known(tid);
                 let sig = sig as i32;
-                let held = (sig == THROTTLE_SIGNAL)
-                    .then(|| self.take_throttled(tid))
-                    .flatten();
-                if let Some(held) = held {
+                if let Some(held) = self.throttled(tid, sig) {
                     // Ours: drop it and stop right there instead.
                     if held == Held::ForCopy {
                         self.awaiting_copy.insert(tid);
@@ -1252,7 +1254,7 @@ impl State {
         if sys::seccomp_mode(tid) != Some(0) {
             return false;
         }
-        if pt::to_syscall(tid).is_err() {
+        if pt::to_syscall(tid, None).is_err() {
             return false;
         }
         self.sync.running.insert(tid, false);
@@ -1653,7 +1655,7 @@ impl State {
         };
         t.stop = None;
         self.resume_all();
-        if pt::to_syscall(tid).is_err() {
+        if pt::to_syscall(tid, None).is_err() {
             let _ = pt::cont(tid, None);
             return false;
         }
@@ -2011,7 +2013,7 @@ impl State {
     fn run_injected(&mut self, tid: u32, regs: Regs, fork: bool) -> Result<u32, String> {
         pt::setregs(tid, regs).map_err(|e| e.to_string())?;
         let mut child = None;
-        pt::to_syscall(tid).map_err(|e| e.to_string())?;
+        pt::to_syscall(tid, None).map_err(|e| e.to_string())?;
         let mut entered = false;
         let mut seen: Vec<String> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -2038,7 +2040,7 @@ impl State {
                 Ok(WaitStatus::StillAlive) => std::thread::yield_now(),
                 Ok(WaitStatus::PtraceSyscall(_)) if !entered => {
                     entered = true;
-                    pt::to_syscall(tid).map_err(|e| e.to_string())?;
+                    pt::to_syscall(tid, None).map_err(|e| e.to_string())?;
                 }
                 Ok(WaitStatus::PtraceSyscall(_)) => {
                     let r = pt::getregs(tid).map_err(|e| e.to_string())?;
@@ -2060,17 +2062,17 @@ impl State {
                     if let Some(c) = child {
                         self.snapshots.insert(c);
                     }
-                    pt::to_syscall(tid).map_err(|e| e.to_string())?;
+                    pt::to_syscall(tid, None).map_err(|e| e.to_string())?;
                 }
                 Ok(WaitStatus::Stopped(_, sig)) => {
                     // A signal arrived meanwhile: keep it for the real resume.
                     if let Some(t) = self.tracees.get_mut(&tid) {
                         t.stop = Some(Stop::Signal(sig as i32));
                     }
-                    pt::to_syscall(tid).map_err(|e| e.to_string())?;
+                    pt::to_syscall(tid, None).map_err(|e| e.to_string())?;
                 }
                 Ok(WaitStatus::PtraceEvent(..)) => {
-                    pt::to_syscall(tid).map_err(|e| e.to_string())?
+                    pt::to_syscall(tid, None).map_err(|e| e.to_string())?
                 }
                 Ok(other) => {
                     return Err(format!(

@@ -45,13 +45,8 @@ pub fn cont(tid: u32, sig: Option<i32>) -> io::Result<()> {
     ptrace::cont(pid(tid), sig).map_err(io)
 }
 
-/// Resumes to the next syscall entry or exit stop.
-pub fn to_syscall(tid: u32) -> io::Result<()> {
-    ptrace::syscall(pid(tid), None).map_err(io)
-}
-
 /// Resumes (delivering `sig`) to the next syscall entry or exit stop.
-pub fn to_syscall_with(tid: u32, sig: Option<i32>) -> io::Result<()> {
+pub fn to_syscall(tid: u32, sig: Option<i32>) -> io::Result<()> {
     let sig = sig.and_then(|s| Signal::try_from(s).ok());
     ptrace::syscall(pid(tid), sig).map_err(io)
 }
