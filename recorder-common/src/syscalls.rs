@@ -555,9 +555,21 @@ pub fn number(name: &str) -> Option<u32> {
 pub const TABLE_SIZE: u32 = 512;
 const _: () = assert!(SYSCALL_COUNT as u32 <= TABLE_SIZE);
 
+/// Whether a program that has just exec'd may still have to read `cpuid`
+/// after syscall `nr`: glibc's ld.so makes `brk` first, then reads `cpuid`
+/// (keeping the CPU's APIC id), querying CET with `arch_prctl`. The
+/// recorder keeps a starting process on its CPU until the entry of its
+/// first other call; replay runs everything before that call on the CPU
+/// the recording ran it on.
+pub fn before_cpuid(nr: u64) -> bool {
+    nr == nr::BRK as u64 || nr == nr::ARCH_PRCTL as u64
+}
+
 /// Syscall numbers of special interest to the recorder.
 pub mod nr {
     pub const MMAP: u32 = 9;
+    pub const BRK: u32 = 12;
+    pub const ARCH_PRCTL: u32 = 158;
     pub const CLONE: u32 = 56;
     pub const FORK: u32 = 57;
     pub const VFORK: u32 = 58;

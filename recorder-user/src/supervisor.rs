@@ -59,8 +59,8 @@ const THROTTLE_MAX: Duration = Duration::from_millis(200);
 /// keep what it says (the CPU's APIC id among it); replay runs such a start
 /// on the CPU it was recorded on, which holds only if the start did not
 /// move. The pin ends sooner, at the entry of the process's first syscall
-/// other than `brk` and `arch_prctl` (ld.so has read `cpuid` by then), before
-/// that call runs: the program must never see the pin (`nproc` printed 1,
+/// other than `brk` and `arch_prctl` (`recorder_common::before_cpuid`: ld.so
+/// has read `cpuid` by then), before that call runs: the program must never see the pin (`nproc` printed 1,
 /// and lld, sizing its thread pool while pinned and again after, crashed).
 const STARTUP_PIN: Duration = Duration::from_millis(20);
 
@@ -647,9 +647,9 @@ impl State {
         }
     }
 
-    /// A starting thread at a syscall stop (see `STARTUP_PIN`): past `brk`
-    /// and `arch_prctl`, gives its process its CPUs back before the call
-    /// runs.
+    /// A starting thread at a syscall stop (see `STARTUP_PIN`): past the
+    /// calls before `cpuid`, gives its process its CPUs back before the
+    /// call runs.
     fn startup_syscall(&mut self, tid: u32) {
         if self.startup_goes_on(tid) {
             let _ = pt::to_syscall(tid, None);
@@ -659,13 +659,12 @@ impl State {
     }
 
     /// At a starting thread's syscall stop: whether its start-up goes on
-    /// (`brk`, `arch_prctl`); if not, its process is unpinned now.
+    /// (`recorder_common::before_cpuid`); if not, its process is unpinned
+    /// now.
     fn startup_goes_on(&mut self, tid: u32) -> bool {
-        const BRK: u64 = 12;
-        const ARCH_PRCTL: u64 = 158;
         // -1: a call the supervisor skipped (a cut), made again next.
         let nr = pt::getregs(tid).map_or(0, |r| r.orig_rax);
-        if matches!(nr, BRK | ARCH_PRCTL | u64::MAX) {
+        if nr == u64::MAX || recorder_common::before_cpuid(nr) {
             return true;
         }
         self.starting.remove(&tid);

@@ -230,7 +230,8 @@ fn replay_once(
     // `cpuid` reports the CPU it runs on (its APIC id) and cannot be trapped
     // here (no CPUID faulting); ld.so stores what it reads as a program
     // starts, possibly epochs after its exec. So an epoch that starts while
-    // a process is still between its exec and its first syscall replays on
+    // a process is still between its exec and its first syscall past that
+    // (`recorder_common::before_cpuid`) replays on
     // the CPU the recording ran it on, with this thread (its tracer) beside
     // it; other epochs stay on their job's CPU.
     // (Not available_parallelism: this worker thread is pinned to one CPU.)
@@ -327,7 +328,9 @@ pub struct Knowledge {
     /// number there, so they are not compared.
     pub rseq: Vec<(u64, u64)>,
     /// Per process, each image's start-up: (time execve returned, time of
-    /// its first syscall after that). ld.so reads `cpuid` in between.
+    /// its first syscall after that other than those ld.so makes before it
+    /// reads `cpuid`, `recorder_common::before_cpuid`). The recorder kept
+    /// the process on one CPU in between.
     pub startups: HashMap<u32, Vec<(u64, u64)>>,
 }
 
@@ -342,8 +345,8 @@ struct Delivery {
 }
 
 impl Knowledge {
-    /// Process `pid` was between an exec and its first syscall at `time`
-    /// (so it may not have run ld.so's `cpuid` yet).
+    /// Process `pid` was between an exec and its first syscall past
+    /// ld.so's `cpuid` at `time` (so it may not have run that yet).
     fn starting(&self, pid: u32, time: u64) -> bool {
         self.startups
             .get(&pid)
@@ -358,7 +361,7 @@ impl Knowledge {
             let EventKind::Syscall(s) = &e.kind else {
                 continue;
             };
-            if s.nr < recorder_common::PSEUDO_RDTSC {
+            if s.nr < recorder_common::PSEUDO_RDTSC && !recorder_common::before_cpuid(s.nr as u64) {
                 if let Some(last) = k.startups.get_mut(&e.pid).and_then(|v| v.last_mut()) {
                     if last.1 == u64::MAX {
                         last.1 = e.time_ns;
