@@ -38,7 +38,11 @@ const PAGES_PER_FRAME: usize = 256;
 const PAGE_RECORD: usize = 4 + 8 + PAGE_SIZE;
 /// A state.json larger than this is not one we wrote.
 const MAX_STATE_BYTES: u64 = 256 << 20;
-const ZSTD_LEVEL: i32 = 3;
+/// Page frames are compressed while the recorder's supervisor waits (and
+/// the target with it, at its next stop): level 1 took an exec-heavy
+/// recording (pyenv's python3 shim, 39 execs) from 1.28 s to 1.05 s for 9%
+/// more checkpoint bytes than level 3.
+const ZSTD_LEVEL: i32 = 1;
 
 /// A consistent snapshot of the whole process tree, taken while all its
 /// threads were stopped, at the start of epoch `epoch`
