@@ -212,20 +212,29 @@ fn read_state(dir: &Path, epoch: u32) -> Result<Checkpoint, Error> {
 
 // ---- page files -----------------------------------------------------------
 
-/// Appends page frames to a `pages.tlf`-format file.
+/// Appends page frames to a `pages.tlf`-format file. Frames are compressed
+/// and written by a thread of their own (`FrameWriter`), so the caller (the
+/// recorder's supervisor, which the target waits on at its next stop) only
+/// gathers pages.
 #[derive(Debug)]
 struct PageFileWriter {
-    file: File,
     path: PathBuf,
     epoch: u32,
     pids: Vec<u8>,
     addrs: Vec<u8>,
     data: Vec<u8>,
     batched: usize,
-    /// Pages written (also the next frame's first_seq).
+    /// Pages handed on (also the next frame's first_seq).
     pages: u64,
-    len: u64,
+    /// Frames to compress and write. Invariant: bounded to `FRAMES_QUEUED`,
+    /// so the pages held in memory stay a few frames' worth.
+    frames: std::sync::mpsc::SyncSender<(FrameHeader, Vec<u8>)>,
+    /// Returns the file's length once every frame is written.
+    writer: std::thread::JoinHandle<Result<(File, u64), Error>>,
 }
+
+/// Frames waiting for the compressing thread (see `PageFileWriter`).
+const FRAMES_QUEUED: usize = 2;
 
 impl PageFileWriter {
     fn create(path: PathBuf, epoch: u32) -> Result<Self, Error> {
@@ -237,8 +246,13 @@ impl PageFileWriter {
             .map_err(|e| Error::io("create", &path, e))?;
         file.write_all(&file_header(PAGES_MAGIC))
             .map_err(|e| Error::io("write", &path, e))?;
+        let (frames, queued) = std::sync::mpsc::sync_channel(FRAMES_QUEUED);
+        let theirs = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("tracelog-pages".into())
+            .spawn(move || write_frames(file, &theirs, queued))
+            .map_err(|e| Error::io("start the page writer for", &path, e))?;
         Ok(PageFileWriter {
-            file,
             path,
             epoch,
             pids: Vec::new(),
@@ -246,7 +260,8 @@ impl PageFileWriter {
             data: Vec::with_capacity(PAGES_PER_FRAME * PAGE_SIZE),
             batched: 0,
             pages: 0,
-            len: FILE_HEADER_LEN,
+            frames,
+            writer,
         })
     }
 
@@ -280,12 +295,9 @@ impl PageFileWriter {
             max_ns: 0,
             payload_crc: 0,
         };
-        let (_, buf) = build_frame(h, &raw, |r| zstd::bulk::compress(r, ZSTD_LEVEL))
-            .map_err(|e| Error::io("compress pages for", &self.path, e))?;
-        self.file
-            .write_all(&buf)
-            .map_err(|e| Error::io("write", &self.path, e))?;
-        self.len += buf.len() as u64;
+        // A send fails only if the writer stopped on an error: `finish`
+        // reports it.
+        let _ = self.frames.send((h, raw));
         self.pages += self.batched as u64;
         self.batched = 0;
         self.pids.clear();
@@ -297,11 +309,36 @@ impl PageFileWriter {
     /// Writes the last frame and fsyncs; returns (pages, file length).
     fn finish(mut self) -> Result<(u64, u64), Error> {
         self.flush_frame()?;
-        self.file
-            .sync_all()
+        drop(self.frames);
+        let (file, len) = self.writer.join().unwrap_or_else(|_| {
+            Err(Error::io(
+                "write",
+                &self.path,
+                std::io::Error::other("the page writer panicked"),
+            ))
+        })?;
+        file.sync_all()
             .map_err(|e| Error::io("fsync", &self.path, e))?;
-        Ok((self.pages, self.len))
+        Ok((self.pages, len))
     }
+}
+
+/// The compressing thread of a `PageFileWriter`: compresses and appends
+/// each frame it is sent; stops at the first error.
+fn write_frames(
+    mut file: File,
+    path: &Path,
+    frames: std::sync::mpsc::Receiver<(FrameHeader, Vec<u8>)>,
+) -> Result<(File, u64), Error> {
+    let mut len = FILE_HEADER_LEN;
+    for (h, raw) in frames {
+        let (_, buf) = build_frame(h, &raw, |r| zstd::bulk::compress(r, ZSTD_LEVEL))
+            .map_err(|e| Error::io("compress pages for", path, e))?;
+        file.write_all(&buf)
+            .map_err(|e| Error::io("write", path, e))?;
+        len += buf.len() as u64;
+    }
+    Ok((file, len))
 }
 
 /// Reads the intact frames of a page file, calling `f(pid, addr, page)` for
