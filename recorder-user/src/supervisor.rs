@@ -2274,6 +2274,8 @@ impl State {
             }
         }
         proc.fresh = true;
+        // Its compression must not run into the stop that follows.
+        let _ = sink.settle();
         phase(&format!("stored all of {pid} before the cut"), t0);
     }
 

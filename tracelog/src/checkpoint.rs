@@ -228,13 +228,20 @@ struct PageFileWriter {
     pages: u64,
     /// Frames to compress and write. Invariant: bounded to `FRAMES_QUEUED`,
     /// so the pages held in memory stay a few frames' worth.
-    frames: std::sync::mpsc::SyncSender<(FrameHeader, Vec<u8>)>,
+    frames: std::sync::mpsc::SyncSender<ToWrite>,
     /// Returns the file's length once every frame is written.
     writer: std::thread::JoinHandle<Result<(File, u64), Error>>,
 }
 
 /// Frames waiting for the compressing thread (see `PageFileWriter`).
 const FRAMES_QUEUED: usize = 2;
+
+/// What a `PageFileWriter` hands its compressing thread.
+enum ToWrite {
+    Frame(FrameHeader, Vec<u8>),
+    /// Answered once everything before it is written.
+    Settle(std::sync::mpsc::SyncSender<()>),
+}
 
 impl PageFileWriter {
     fn create(path: PathBuf, epoch: u32) -> Result<Self, Error> {
@@ -297,12 +304,24 @@ impl PageFileWriter {
         };
         // A send fails only if the writer stopped on an error: `finish`
         // reports it.
-        let _ = self.frames.send((h, raw));
+        let _ = self.frames.send(ToWrite::Frame(h, raw));
         self.pages += self.batched as u64;
         self.batched = 0;
         self.pids.clear();
         self.addrs.clear();
         self.data.clear();
+        Ok(())
+    }
+
+    /// Waits until every page given so far is compressed and written.
+    fn settle(&mut self) -> Result<(), Error> {
+        self.flush_frame()?;
+        let (done, settled) = std::sync::mpsc::sync_channel(1);
+        // Either fails only if the writer stopped on an error: `finish`
+        // reports it.
+        if self.frames.send(ToWrite::Settle(done)).is_ok() {
+            let _ = settled.recv();
+        }
         Ok(())
     }
 
@@ -328,10 +347,17 @@ impl PageFileWriter {
 fn write_frames(
     mut file: File,
     path: &Path,
-    frames: std::sync::mpsc::Receiver<(FrameHeader, Vec<u8>)>,
+    frames: std::sync::mpsc::Receiver<ToWrite>,
 ) -> Result<(File, u64), Error> {
     let mut len = FILE_HEADER_LEN;
-    for (h, raw) in frames {
+    for msg in frames {
+        let (h, raw) = match msg {
+            ToWrite::Frame(h, raw) => (h, raw),
+            ToWrite::Settle(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let (_, buf) = build_frame(h, &raw, |r| zstd::bulk::compress(r, ZSTD_LEVEL))
             .map_err(|e| Error::io("compress pages for", path, e))?;
         file.write_all(&buf)
@@ -563,6 +589,13 @@ impl PageSink {
 
     pub fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// Waits until every page added so far is compressed and written (they
+    /// are, by a thread of their own): before a stop, so that this work
+    /// does not take the CPU from it.
+    pub fn settle(&mut self) -> Result<(), Error> {
+        self.pages.settle()
     }
 
     /// Writes the remaining pages, fsyncs pages.tlf, then writes state.json
