@@ -327,6 +327,9 @@ pub struct Knowledge {
     /// rseq areas registered (address, length): the kernel writes the CPU
     /// number there, so they are not compared.
     pub rseq: Vec<(u64, u64)>,
+    /// Per process, its break as successful `brk` calls returned it, by
+    /// time; 0 from an exec on (the new image's break is not known yet).
+    pub brks: HashMap<u32, Vec<(u64, u64)>>,
     /// Per process, each image's start-up: (time execve returned, time of
     /// its first syscall after that other than those ld.so makes before it
     /// reads `cpuid`, `recorder_common::before_cpuid`). The recorder kept
@@ -345,6 +348,14 @@ struct Delivery {
 }
 
 impl Knowledge {
+    /// Process `pid`'s break at `time`, if a `brk` of its current image
+    /// said it before then.
+    fn brk_at(&self, pid: u32, time: u64) -> Option<u64> {
+        let v = self.brks.get(&pid)?;
+        let at = v.partition_point(|&(t, _)| t < time);
+        Some(v.get(at.checked_sub(1)?)?.1).filter(|&b| b != 0)
+    }
+
     /// Process `pid` was between an exec and its first syscall past
     /// ld.so's `cpuid` at `time` (so it may not have run that yet).
     fn starting(&self, pid: u32, time: u64) -> bool {
@@ -373,6 +384,13 @@ impl Knowledge {
                     .entry(e.pid)
                     .or_default()
                     .push((e.time_ns, u64::MAX));
+                k.brks.entry(e.pid).or_default().push((e.time_ns, 0));
+            }
+            if s.nr == nr::BRK && s.ret > 0 {
+                k.brks
+                    .entry(e.pid)
+                    .or_default()
+                    .push((e.time_ns, s.ret as u64));
             }
             let a = s.args.as_slice();
             match s.nr {
@@ -828,12 +846,15 @@ impl<'a> Run<'a> {
             }
             // The heap can be several mappings (a part made after write
             // tracking registered the rest does not merge with it).
+            // An empty heap has no mapping: then the break the log last
+            // showed (glibc's malloc grows it without asking brk(0) again).
             self.brk = p
                 .maps
                 .iter()
                 .filter(|m| m.path == "[heap]")
                 .map(|m| m.end)
-                .max();
+                .max()
+                .or_else(|| self.known.brk_at(self.pid, cp.time_ns));
         }
         let tids: Vec<(u32, u32)> = self.live.tids.iter().map(|(&r, &l)| (r, l)).collect();
         for &(_, live) in &tids {
@@ -2220,4 +2241,23 @@ pub fn processes_of(trace: &Trace, epoch: u32) -> Result<Vec<u32>, ReplayError> 
         .checkpoint(epoch)
         .map_err(|source| ReplayError::Trace { epoch, source })?;
     Ok(cp.processes.iter().map(|p| p.pid).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_break_from_the_log() {
+        let mut k = Knowledge::default();
+        // brk(0) at 10 and 30, an exec at 40, brk(0) of the new image at 50.
+        k.brks
+            .insert(7, vec![(10, 0x1000), (30, 0x3000), (40, 0), (50, 0x9000)]);
+        assert_eq!(k.brk_at(7, 5), None);
+        assert_eq!(k.brk_at(7, 20), Some(0x1000));
+        assert_eq!(k.brk_at(7, 35), Some(0x3000));
+        assert_eq!(k.brk_at(7, 45), None, "a new image's break is unknown");
+        assert_eq!(k.brk_at(7, 60), Some(0x9000));
+        assert_eq!(k.brk_at(8, 60), None);
+    }
 }
