@@ -1780,7 +1780,7 @@ impl State {
         }
         for &tid in &tids {
             let regs = pt::getregs(tid).map_err(|e| format!("registers of {tid}: {e}"))?;
-            let words = regs_words(&regs);
+            let words = regs_words(&as_interrupted(pid, regs));
             let syscall = (regs.orig_rax as i64 >= 0).then_some(regs.orig_rax as i64);
             threads.push(ThreadState {
                 tid,
@@ -2621,6 +2621,34 @@ fn read_target(pid: u32, mem: &Mem, addr: u64, buf: &mut [u8]) -> usize {
         return got;
     }
     got + mem.read(addr + got as u64, &mut buf[got..]).unwrap_or(0)
+}
+
+/// A thread stopped again after the kernel prepared to restart its
+/// interrupted syscall (`rax` = the call, or `restart_syscall`, and `rip` back
+/// on its `syscall` instruction) is stored as interrupted in that call, as
+/// a checkpoint normally finds it (`rax` = -ERESTART*, `rip` past the
+/// instruction): resumed from either, the kernel makes the same call again,
+/// and replay knows only the second form.
+fn as_interrupted(pid: u32, mut r: Regs) -> Regs {
+    const ERESTARTNOINTR: i64 = -513;
+    const ERESTART_RESTARTBLOCK: i64 = -516;
+    const RESTART_SYSCALL: u64 = 219;
+    if (r.orig_rax as i64) < 0 || (r.rax != r.orig_rax && r.rax != RESTART_SYSCALL) {
+        return r;
+    }
+    let mut insn = [0u8; 2];
+    let at_syscall = Mem::open(pid)
+        .and_then(|m| m.read(r.rip, &mut insn))
+        .is_ok_and(|n| n == 2 && insn == [0x0f, 0x05]);
+    if at_syscall {
+        r.rax = if r.rax == r.orig_rax {
+            ERESTARTNOINTR
+        } else {
+            ERESTART_RESTARTBLOCK
+        } as u64;
+        r.rip += 2;
+    }
+    r
 }
 
 /// user_regs_struct as the 27 words of the kernel's order.
