@@ -2714,6 +2714,26 @@ mod tests {
     }
 
     #[test]
+    fn supervisor_restart_prepared_stored_as_interrupted() {
+        // This process's own memory: a `syscall` instruction, then not one.
+        let code: [u8; 4] = [0x0f, 0x05, 0x90, 0x90];
+        let at = code.as_ptr() as u64;
+        let pid = std::process::id();
+        let mut r = regs();
+        (r.orig_rax, r.rax, r.rip) = (61, 61, at);
+        let f = as_interrupted(pid, r);
+        assert_eq!((f.rax as i64, f.rip), (-513, at + 2));
+        (r.orig_rax, r.rax) = (35, 219);
+        let f = as_interrupted(pid, r);
+        assert_eq!((f.rax as i64, f.rip), (-516, at + 2));
+        // read returning 0 (its own number), past its instruction: as is.
+        (r.orig_rax, r.rax, r.rip) = (0, 0, at + 2);
+        let f = as_interrupted(pid, r);
+        assert_eq!((f.rax, f.rip), (0, at + 2));
+        std::hint::black_box(&code);
+    }
+
+    #[test]
     fn supervisor_stored_mappings() {
         let m = |perms: &str, path: &str| sys::MapEntry {
             start: 0,
