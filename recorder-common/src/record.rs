@@ -108,6 +108,11 @@ pub struct SwitchRec {
     /// was preempted and is a target thread; 0 otherwise.
     pub ip: u64,
     pub sp: u64,
+    /// 1 if the previous task is the target thread, 0 if the next one is
+    /// (the daemon may not have seen either yet: a launched command before
+    /// its exec).
+    pub prev_is_target: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -262,7 +267,7 @@ const _: () = assert!(core::mem::size_of::<RecHeader>() == 24);
 const _: () = assert!(core::mem::size_of::<SyscallRec>() == 24 + 24 + 48);
 const _: () = assert!(core::mem::size_of::<ChunkHdr>() == 24 + 32);
 const _: () = assert!(core::mem::size_of::<ChunkRec>() == 56 + CHUNK_MAX);
-const _: () = assert!(core::mem::size_of::<SwitchRec>() == 24 + 32);
+const _: () = assert!(core::mem::size_of::<SwitchRec>() == 24 + 40);
 const _: () = assert!(core::mem::size_of::<ForkRec>() == 24 + 16);
 const _: () = assert!(core::mem::size_of::<ExecRec>() == 24 + 8 + EXEC_PATH_MAX);
 const _: () = assert!(core::mem::size_of::<ExitRec>() == 24 + 8);

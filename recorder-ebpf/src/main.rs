@@ -968,6 +968,8 @@ pub fn sched_switch(ctx: TracePointContext) -> i32 {
         prev_state,
         ip: 0,
         sp: 0,
+        prev_is_target: prev_in as u32,
+        _pad: 0,
     };
     if prev_in && prev_state == 0 {
         // Preempted: where in user space? (current is prev here.)

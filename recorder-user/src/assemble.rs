@@ -106,13 +106,11 @@ impl Assembler {
             Record::Fetch(h) => self.fetch(&h),
             Record::Syscall(s) => self.syscall(&s, out),
             Record::Switch(s) => {
-                // The eBPF side saw one of them in the filter. A thread not
-                // seen here yet (the launched command before its exec) is
-                // the previous one unless only the next one is known; the
-                // record's header is the previous (current) task's.
-                let known = |t: &u32| self.tgid_of.contains_key(t);
-                let prev_is_target = known(&s.prev_tid) || (!known(&s.next_tid) && s.prev_tid != 0);
-                let (about, pid) = if prev_is_target {
+                // The eBPF side says which one is in the filter; a thread
+                // not seen here yet (the launched command before its exec)
+                // takes the record header's tgid when it is the previous
+                // (current) task.
+                let (about, pid) = if s.prev_is_target != 0 {
                     let pid = self.tgid_of.get(&s.prev_tid).copied();
                     (s.prev_tid, pid.unwrap_or(s.hdr.pid))
                 } else {
@@ -393,20 +391,23 @@ mod tests {
     fn assemble_switch_names_the_target_side() {
         let mut a = Assembler::new();
         let mut out = Vec::new();
-        let switch = |prev_tid, next_tid, current| SwitchRec {
+        let switch = |prev_tid, next_tid, current, prev_is_target| SwitchRec {
             hdr: hdr(REC_SWITCH, current, 1),
             prev_tid,
             next_tid,
+            prev_is_target,
             ..Default::default()
         };
         // Nothing seen of 42 yet (a launched command before its exec): it
         // is the one switched out, to the idle task.
-        a.feed(Record::Switch(switch(42, 0, 42)), &mut out);
+        a.feed(Record::Switch(switch(42, 0, 42, 1)), &mut out);
+        // Nor of 43, switched in from a task outside the target.
+        a.feed(Record::Switch(switch(41, 43, 41, 0)), &mut out);
         // 7 is known (thread of 5): switched in, from an unknown task.
         a.know_thread(7, 5);
-        a.feed(Record::Switch(switch(99, 7, 99)), &mut out);
+        a.feed(Record::Switch(switch(99, 7, 99, 0)), &mut out);
         let who: Vec<_> = out.iter().map(|e| (e.pid, e.tid)).collect();
-        assert_eq!(who, [(42, 42), (5, 7)]);
+        assert_eq!(who, [(42, 42), (43, 43), (5, 7)]);
     }
 
     #[test]
