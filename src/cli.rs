@@ -155,10 +155,19 @@ pub struct RecordArgs {
     #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_cut_wait)]
     pub cut_at_syscall: std::time::Duration,
 
+    /// Do not record the order in which threads enter the C library's lock,
+    /// condition-variable, rwlock, barrier and semaphore functions. By
+    /// default a process gets uprobes on them once it has a second thread
+    /// (about 1-2 µs per call; single-threaded processes pay nothing), and
+    /// replay runs critical sections in that order: threads that take a
+    /// lock without contention leave no syscall to order them by.
+    #[arg(long)]
+    pub no_sync_order: bool,
+
     /// Record with eBPF only: no ptrace supervision, no checkpoints, no vDSO
     /// patching (time reads through the vDSO are then not recorded). For a
     /// target that is already being traced, or when checkpoints are not needed.
-    #[arg(long, conflicts_with_all = ["epoch_events", "keep_epochs", "track_writes", "cut_at_syscall"])]
+    #[arg(long, conflicts_with_all = ["epoch_events", "keep_epochs", "track_writes", "cut_at_syscall", "no_sync_order"])]
     pub no_checkpoints: bool,
 
     /// The command to launch and record, after `--`.

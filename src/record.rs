@@ -106,6 +106,7 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
                 TrackWritesArg::Never => TrackWrites::Never,
             },
             cut_at_syscall: args.cut_at_syscall,
+            sync_order: !args.no_sync_order,
         }),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -259,7 +259,7 @@ fn inspect_foreign_version_is_one_line_exit_5() {
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(
-            err.contains("trace format version 99, this uniplay reads version 1"),
+            err.contains("trace format version 99, this uniplay reads version 2"),
             "{err}"
         );
         assert!(stdout(&o).is_empty());

@@ -10,8 +10,10 @@
 pub mod names;
 pub mod record;
 pub mod signals;
+pub mod sync;
 pub mod syscalls;
 
 pub use record::*;
 pub use signals::{signal_name, SIGNAL_NAMES};
+pub use sync::{sync_name, sync_op, SYNC_FUNCTIONS};
 pub use syscalls::*;

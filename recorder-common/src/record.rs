@@ -23,6 +23,10 @@ pub const REC_SIGNAL: u32 = 7;
 /// thread's memory, which the daemon reads while the thread is held
 /// (`TID_HELD_FOR_COPY`). Only with a supervisor (`Config::throttle_signal`).
 pub const REC_FETCH: u32 = 8;
+/// A target thread entered a probed synchronisation function (a uprobe on
+/// libc's `pthread_mutex_lock` and kin): the order of these is the order
+/// of critical sections replay enforces.
+pub const REC_SYNC: u32 = 9;
 
 /// Common prefix of every record.
 #[repr(C)]
@@ -122,6 +126,22 @@ pub struct ForkRec {
     pub child_pid: u32,
     pub child_tid: u32,
     pub flags: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncRec {
+    pub hdr: RecHeader,
+    /// Which function: an index into `sync::SYNC_FUNCTIONS` (the probe's
+    /// attach cookie).
+    pub op: u32,
+    pub _pad: u32,
+    /// The user instruction pointer the probe saw (the function's entry,
+    /// or one past it: the daemon matches both against its probe points).
+    pub ip: u64,
+    /// The function's first argument: the mutex, condition variable,
+    /// lock or semaphore.
+    pub object: u64,
 }
 
 /// Longest exec path recorded; longer ones are cut and flagged.
@@ -269,6 +289,7 @@ const _: () = assert!(core::mem::size_of::<ChunkHdr>() == 24 + 32);
 const _: () = assert!(core::mem::size_of::<ChunkRec>() == 56 + CHUNK_MAX);
 const _: () = assert!(core::mem::size_of::<SwitchRec>() == 24 + 40);
 const _: () = assert!(core::mem::size_of::<ForkRec>() == 24 + 16);
+const _: () = assert!(core::mem::size_of::<SyncRec>() == 24 + 24);
 const _: () = assert!(core::mem::size_of::<ExecRec>() == 24 + 8 + EXEC_PATH_MAX);
 const _: () = assert!(core::mem::size_of::<ExitRec>() == 24 + 8);
 const _: () = assert!(core::mem::size_of::<SignalRec>() == 24 + 32);

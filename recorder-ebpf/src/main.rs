@@ -14,13 +14,14 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_current_task_btf, bpf_loop, bpf_probe_read_user as probe_read_user_raw,
-            bpf_probe_read_user_str, bpf_send_signal_thread, bpf_task_pt_regs,
+            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_loop,
+            bpf_probe_read_user as probe_read_user_raw, bpf_probe_read_user_str,
+            bpf_send_signal_thread, bpf_task_pt_regs,
         },
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint, uprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, TracePointContext},
 };
 use recorder_common::*;
 
@@ -989,6 +990,35 @@ pub fn sched_switch(ctx: TracePointContext) -> i32 {
         hdr.cpu,
         &rec as *const SwitchRec as *const u8,
         core::mem::size_of::<SwitchRec>(),
+    );
+    0
+}
+
+/// A target thread entered a probed synchronisation function (attached by
+/// the daemon, per multithreaded process, at libc's pthread mutex,
+/// condition-variable, rwlock, spinlock, barrier and semaphore entries).
+#[uprobe]
+pub fn sync_op(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target(pid_tgid as u32) {
+        return 0;
+    }
+    // SAFETY: the context is the trapped thread's user registers.
+    let (ip, object) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rdi) };
+    // SAFETY: plain helper call on this program's context.
+    let op = unsafe { bpf_get_attach_cookie(ctx.regs.cast()) } as u32;
+    let hdr = header(REC_SYNC, pid_tgid);
+    let rec = SyncRec {
+        hdr,
+        op,
+        _pad: 0,
+        ip,
+        object,
+    };
+    data_out(
+        hdr.cpu,
+        &rec as *const SyncRec as *const u8,
+        core::mem::size_of::<SyncRec>(),
     );
     0
 }

@@ -164,6 +164,14 @@ impl Assembler {
                     },
                 ));
             }
+            Record::Sync(s) => out.push(event(
+                &s.hdr,
+                EventKind::Sync {
+                    op: s.op,
+                    ip: s.ip,
+                    object: s.object,
+                },
+            )),
             Record::Signal(s) => {
                 let phase = if s.phase == SIG_DELIVERED {
                     SignalPhase::Delivered

@@ -19,6 +19,7 @@ pub enum Record<'a> {
     },
     Exit(ExitRec),
     Signal(SignalRec),
+    Sync(SyncRec),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +66,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, DecodeError> {
         }),
         REC_EXIT => read(buf).map(Record::Exit),
         REC_SIGNAL => read(buf).map(Record::Signal),
+        REC_SYNC => read(buf).map(Record::Sync),
         _ => None,
     };
     rec.ok_or(err)

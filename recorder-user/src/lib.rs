@@ -15,6 +15,7 @@ mod error;
 pub mod order;
 pub mod probe;
 pub mod session;
+pub mod sync_hook;
 pub mod sys;
 pub mod tracefs;
 

@@ -4,7 +4,7 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use recorder_common::{
@@ -12,7 +12,7 @@ use recorder_common::{
     TABLE_SIZE, THROTTLE_REQUESTED, TID_HELD_FOR_COPY, TID_PAUSED, TID_THROTTLED,
 };
 
-use crate::{sys, tracefs::TRACEPOINTS, RecordError};
+use crate::{sync_hook::SyncHooks, sys, tracefs::TRACEPOINTS, RecordError};
 
 const DATA_RING_NAMES: [&str; DATA_RINGS as usize] = [
     "DATA0", "DATA1", "DATA2", "DATA3", "DATA4", "DATA5", "DATA6", "DATA7",
@@ -147,7 +147,11 @@ pub const THROTTLE_SIGNAL: i32 = libc::SIGURG;
 pub type SharedFilter = std::sync::Arc<std::sync::Mutex<Filter>>;
 
 pub struct Probe {
-    ebpf: Ebpf,
+    /// Shared with the supervisor's [`SyncHooks`], which attaches the sync
+    /// probe per process.
+    ebpf: std::sync::Arc<std::sync::Mutex<Ebpf>>,
+    /// Why the sync probe program could not be loaded, if it could not.
+    sync_unavailable: Option<String>,
     filter: SharedFilter,
     loss: PerCpuArray<MapData, u64>,
 }
@@ -241,8 +245,30 @@ impl Probe {
                 .ok_or_else(|| missing_map("THROTTLE"))?,
         )
         .map_err(map_err("THROTTLE"))?;
+        // Loaded now (verified once), attached per multithreaded process.
+        let sync_unavailable = ebpf
+            .program_mut(crate::sync_hook::PROGRAM)
+            .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
+            .and_then(<&mut UProbe>::try_from)
+            .and_then(|p| p.load())
+            .err()
+            .map(|e| e.to_string());
         let filter = std::sync::Arc::new(std::sync::Mutex::new(Filter { tids, throttle }));
-        Ok(Probe { ebpf, filter, loss })
+        Ok(Probe {
+            ebpf: std::sync::Arc::new(std::sync::Mutex::new(ebpf)),
+            sync_unavailable,
+            filter,
+            loss,
+        })
+    }
+
+    /// What attaches the sync probes to multithreaded processes, or why
+    /// it cannot.
+    pub fn sync_hooks(&self) -> Result<SyncHooks, String> {
+        match &self.sync_unavailable {
+            Some(why) => Err(why.clone()),
+            None => Ok(SyncHooks::new(self.ebpf.clone())),
+        }
     }
 
     /// The in-kernel target filter.
@@ -320,7 +346,12 @@ impl Probe {
         let ncpus = sys::nr_cpus().min(DATA_RINGS as usize);
         for name in std::iter::once("LIFE").chain(DATA_RING_NAMES[..ncpus].iter().copied()) {
             let name: &'static str = name;
-            let map = self.ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
+            let map = self
+                .ebpf
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_map(name)
+                .ok_or_else(|| missing_map(name))?;
             rings.push(RingBuf::try_from(map).map_err(map_err(name))?);
         }
         Ok(rings)

@@ -51,6 +51,9 @@ pub struct CheckpointOptions {
     pub track_writes: crate::dirty::TrackWrites,
     /// How long a thread caught in its own code may run on to a syscall.
     pub cut_at_syscall: Duration,
+    /// Probe multithreaded processes' synchronisation functions
+    /// (`sync_hook`).
+    pub sync_order: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +152,7 @@ async fn record_inner(
     sys::raise_priority();
     let mut state = State::new(root, launch);
     let supervisor = opts.checkpoints.as_ref().map(|c| {
+        let sync_hooks = c.sync_order.then(|| probe.sync_hooks());
         Supervisor::start(
             SupervisorOptions {
                 trace_dir: opts.out.clone(),
@@ -158,6 +162,7 @@ async fn record_inner(
                 cut_at_syscall: c.cut_at_syscall,
             },
             probe.filter(),
+            sync_hooks,
         )
     });
     if opts.checkpoints.is_some() {

@@ -36,6 +36,7 @@ use tracelog::{
 use crate::{
     dirty::{self, TrackWrites, Tracker},
     probe::{Held, SharedFilter, THROTTLE_SIGNAL},
+    sync_hook::{unprobe_page, Hooked, SyncHooks},
     sys::{
         self,
         ptrace::{self as pt, Mem, Regs},
@@ -215,13 +216,29 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn start(opts: SupervisorOptions, filter: SharedFilter) -> Supervisor {
+    /// `sync_hooks`: attach sync probes to multithreaded processes (`None`:
+    /// do not; an error: they cannot be, which is reported).
+    pub fn start(
+        opts: SupervisorOptions,
+        filter: SharedFilter,
+        sync_hooks: Option<Result<SyncHooks, String>>,
+    ) -> Supervisor {
         let (commands, cmd_rx) = mpsc::channel();
         let (rep_tx, reports) = mpsc::channel();
         let go = spawn_waiter(commands.clone());
         let thread = std::thread::Builder::new()
             .name("uniplay-supervisor".into())
-            .spawn(move || State::new(opts, filter, rep_tx).run(cmd_rx, go))
+            .spawn(move || {
+                let mut state = State::new(opts, filter, rep_tx);
+                match sync_hooks {
+                    Some(Ok(h)) => state.sync_hooks = Some(h),
+                    Some(Err(why)) => state.warn(format!(
+                        "lock order not recorded (uprobes unavailable: {why}); replay of multithreaded programs may diverge"
+                    )),
+                    None => {}
+                }
+                state.run(cmd_rx, go)
+            })
             .expect("spawn the supervisor thread");
         Supervisor {
             commands,
@@ -419,6 +436,13 @@ struct Proc {
     /// that checkpoint holds it whole; pages stored so.
     fresh: bool,
     streamed: u64,
+    /// Sync probes of the current image, once it has a second thread.
+    sync: Option<Hooked>,
+    /// Attaching them was tried for this image.
+    sync_tried: bool,
+    /// Probed addresses of its mappings, with the bytes probes replace,
+    /// as of its last cut: put back in the pages it stores.
+    unprobe: Vec<(u64, u8)>,
 }
 
 struct State {
@@ -461,6 +485,9 @@ struct State {
     /// vfork parent tid → its child, until the child execs or exits (see
     /// `wait_stopped`).
     vforked: HashMap<u32, u32>,
+    /// Attaches sync probes to processes with a second thread (None:
+    /// `--no-sync-order`, or they could not be loaded).
+    sync_hooks: Option<SyncHooks>,
     /// Threads held for a copy whose copy the session has made, not yet
     /// released (the message may come before their stop is seen).
     copied: HashSet<u32>,
@@ -504,6 +531,7 @@ impl State {
             copied: HashSet::new(),
             awaiting_copy: HashSet::new(),
             vforked: HashMap::new(),
+            sync_hooks: None,
         }
     }
 
@@ -738,6 +766,12 @@ impl State {
             self.tracees.insert(tid, Tracee { pid, stop: None });
             self.procs.entry(pid).or_default();
         }
+        // Multithreaded already: probed before the first cut.
+        let mut pids: Vec<u32> = threads.iter().map(|&(_, p)| p).collect();
+        pids.sort_unstable();
+        for w in pids.windows(2).filter(|w| w[0] == w[1]) {
+            self.hook_sync(w[0]);
+        }
         Ok(())
     }
 
@@ -895,6 +929,9 @@ impl State {
             // Inherited the start-up pin: undone with the parent's.
             self.pinned.insert(pid, pin);
         }
+        if thread {
+            self.hook_sync(pid);
+        }
         if !thread {
             // A forked child shares the parent's (patched) vDSO and, until
             // it writes, its pages; it starts with no page history.
@@ -909,6 +946,36 @@ impl State {
                 },
             );
         }
+    }
+
+    /// Gives `pid`, which has (or is about to have) a second thread, its
+    /// sync probes, once per image. Call with its threads stopped: a
+    /// thread's lock operations after that are recorded.
+    fn hook_sync(&mut self, pid: u32) {
+        let (Some(hooks), Some(proc)) = (self.sync_hooks.as_mut(), self.procs.get_mut(&pid)) else {
+            return;
+        };
+        if std::mem::replace(&mut proc.sync_tried, true) {
+            return;
+        }
+        let t0 = Instant::now();
+        match hooks.attach(pid) {
+            Ok(h) => {
+                proc.sync = h;
+                phase(&format!("sync probes of {pid}"), t0);
+            }
+            Err(e) => self.warn(format!(
+                "process {pid}: lock order not recorded ({e}); its replay may diverge"
+            )),
+        }
+    }
+
+    /// The probed addresses of `maps` with the bytes the probes replace.
+    fn unprobe_points(&self, maps: &[sys::MapEntry]) -> Vec<(u64, u8)> {
+        self.sync_hooks
+            .as_ref()
+            .map(|h| h.points_in(maps))
+            .unwrap_or_default()
     }
 
     /// After an exec: a new vDSO, no page history; the same children.
@@ -1809,14 +1876,24 @@ impl State {
                 stored: stored(m),
             });
         }
+        let unprobe = self.unprobe_points(&maps);
         let proc = self.procs.entry(pid).or_default();
+        proc.unprobe = unprobe;
         // No page history (first checkpoint, or after an exec): store all.
         let full = proc.hashes.is_empty() || std::mem::take(&mut proc.fresh);
         // Shared writable memory is not copied by fork: read it now.
         let mem = Mem::open(pid).map_err(|e| format!("memory: {e}"))?;
         let mut pages = std::mem::take(&mut proc.streamed);
         for m in maps.iter().filter(|m| stored(m) && m.perms.ends_with('s')) {
-            pages += store_range(&mem, pid, m.start, m.end, &mut proc.hashes, sink);
+            pages += store_range(
+                &mem,
+                pid,
+                m.start,
+                m.end,
+                &mut proc.hashes,
+                &proc.unprobe,
+                sink,
+            );
         }
         let injector = tids.iter().copied().find(|t| {
             std::env::var_os("UNIPLAY_NO_COW").is_none()
@@ -1868,7 +1945,7 @@ impl State {
         if let Snapshot::Direct = snap {
             let proc = self.procs.entry(pid).or_default();
             for &(s, e) in &private {
-                pages += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
+                pages += store_range(&mem, pid, s, e, &mut proc.hashes, &proc.unprobe, sink);
             }
             if let Some(t) = injector {
                 sigactions = self.sigactions(pid, t, false);
@@ -2104,7 +2181,8 @@ impl State {
                 let proc = self.procs.entry(pid).or_default();
                 for (addr, off, len) in chunks {
                     let data = &self.arena[off..off + len];
-                    state.pages_stored += store_pages(pid, addr, data, &mut proc.hashes, sink);
+                    state.pages_stored +=
+                        store_pages(pid, addr, data, &mut proc.hashes, &proc.unprobe, sink);
                 }
                 return;
             }
@@ -2119,7 +2197,8 @@ impl State {
                 .map(|m| (m.start, m.end))
                 .collect();
             for (s, e) in only.unwrap_or(all) {
-                state.pages_stored += store_range(&mem, pid, s, e, &mut proc.hashes, sink);
+                state.pages_stored +=
+                    store_range(&mem, pid, s, e, &mut proc.hashes, &proc.unprobe, sink);
             }
         }
         let t = Instant::now();
@@ -2254,6 +2333,10 @@ impl State {
                 Err(_) => return,
             }
         }
+        let unprobe = self.unprobe_points(&sys::maps(pid).unwrap_or_default());
+        if let Some(proc) = self.procs.get_mut(&pid) {
+            proc.unprobe = unprobe;
+        }
         let (Some((_, sink)), Some(proc), Ok(mem)) = (
             self.early_sink.as_mut(),
             self.procs.get_mut(&pid),
@@ -2268,7 +2351,8 @@ impl State {
                 let n = ((e - a) as usize).min(PIECE);
                 let got = read_target(pid, &mem, a, &mut buf[..n]);
                 let got = got - got % PAGE as usize;
-                proc.streamed += store_pages(pid, a, &buf[..got], &mut proc.hashes, sink);
+                proc.streamed +=
+                    store_pages(pid, a, &buf[..got], &mut proc.hashes, &proc.unprobe, sink);
                 // An unreadable page is skipped (the fork would fail it too).
                 a += if got < n { got as u64 + PAGE } else { n as u64 };
             }
@@ -2516,6 +2600,7 @@ fn store_range(
     start: u64,
     end: u64,
     hashes: &mut HashMap<u64, u128>,
+    unprobe: &[(u64, u8)],
     sink: &mut PageSink,
 ) -> u64 {
     const CHUNK: usize = 1 << 20;
@@ -2537,7 +2622,7 @@ fn store_range(
                 addr += PAGE;
                 continue;
             }
-            stored += store_pages(pid, addr, &chunk[..n], hashes, sink);
+            stored += store_pages(pid, addr, &chunk[..n], hashes, unprobe, sink);
             addr += n as u64;
         }
         stored
@@ -2545,17 +2630,28 @@ fn store_range(
 }
 
 /// Stores each page of `data` (read at `addr`) that changed since it was
-/// last stored. Returns pages stored.
+/// last stored, with the bytes sync probes replaced (`unprobe`, sorted by
+/// address) put back. Returns pages stored.
 fn store_pages(
     pid: u32,
     addr: u64,
     data: &[u8],
     hashes: &mut HashMap<u64, u128>,
+    unprobe: &[(u64, u8)],
     sink: &mut PageSink,
 ) -> u64 {
     let mut stored = 0;
+    let mut unprobed = [0u8; PAGE as usize];
     for (i, page) in data.chunks_exact(PAGE as usize).enumerate() {
         let a = addr + i as u64 * PAGE;
+        let from = unprobe.partition_point(|&(p, _)| p < a);
+        let page = if unprobe.get(from).is_some_and(|&(p, _)| p < a + PAGE) {
+            unprobed.copy_from_slice(page);
+            unprobe_page(unprobe, a, &mut unprobed);
+            &unprobed[..]
+        } else {
+            page
+        };
         let h = xxhash_rust::xxh3::xxh3_128(page);
         let prev = hashes.get(&a).copied();
         if prev == Some(h) || (prev.is_none() && page.iter().all(|&b| b == 0)) {

@@ -277,6 +277,14 @@ pub fn syscall_text(out: &mut String, ev: &Event, sc: &Syscall) {
     }
 }
 
+/// A recorded synchronisation function's name, or its number.
+pub fn sync_name(op: u32) -> Cow<'static, str> {
+    match recorder_common::sync_name(op) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(format!("sync_op_{op}")),
+    }
+}
+
 /// The event part of a listing line (no time, no tid).
 pub fn event_text(out: &mut String, ev: &Event) {
     match &ev.kind {
@@ -359,6 +367,9 @@ pub fn event_text(out: &mut String, ev: &Event) {
         }
         EventKind::EpochMark { epoch } => {
             let _ = write!(out, "=== epoch {epoch} ===");
+        }
+        EventKind::Sync { op, ip, object } => {
+            let _ = write!(out, "~~~ {}({object:#x}) ip={ip:#x} ~~~", sync_name(*op));
         }
     }
 }

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use tracelog::{Event, EventKind, SignalPhase};
 
-use super::format::{errno_name, errno_of, signal_name, syscall_name};
+use super::format::{errno_name, errno_of, signal_name, sync_name, syscall_name};
 
 #[derive(Debug, Serialize)]
 struct JsonEvent<'a> {
@@ -82,6 +82,12 @@ enum Body<'a> {
     },
     Epoch {
         new_epoch: u32,
+    },
+    Sync {
+        function: Cow<'static, str>,
+        op: u32,
+        ip: u64,
+        object: u64,
     },
 }
 
@@ -178,6 +184,12 @@ fn body(ev: &Event) -> Body<'_> {
             target_tid: *target_tid,
         },
         EventKind::EpochMark { epoch } => Body::Epoch { new_epoch: *epoch },
+        EventKind::Sync { op, ip, object } => Body::Sync {
+            function: sync_name(*op),
+            op: *op,
+            ip: *ip,
+            object: *object,
+        },
     }
 }
 

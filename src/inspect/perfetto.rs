@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracelog::{Event, EventKind, SignalPhase, Trace, SYSCALL_ENTER_UNSEEN};
 
-use super::format::{errno_name, errno_of, event_text, signal_name, syscall_name};
+use super::format::{errno_name, errno_of, event_text, signal_name, sync_name, syscall_name};
 use super::{Error, Select};
 
 /// Added to a tid to name its scheduling track (above Linux's PID_MAX_LIMIT,
@@ -508,6 +508,14 @@ fn emit_event<W: Write>(
                 json!({ "sig": sig, "code": code, "errno": errno, "result": result, "target_tid": target_tid }),
             )
         }
+        EventKind::Sync { op, ip, object } => out.instant(
+            sync_name(*op),
+            "sync",
+            (pid, tid),
+            ev.time_ns,
+            "t",
+            json!({ "object": format!("{object:#x}"), "ip": format!("{ip:#x}") }),
+        ),
         EventKind::EpochMark { epoch } => out.instant(
             Cow::Owned(format!("epoch {epoch}")),
             "epoch",

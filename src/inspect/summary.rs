@@ -219,6 +219,7 @@ impl Stats {
             EventKind::EpochMark { epoch } => {
                 self.epochs.insert(*epoch);
             }
+            EventKind::Sync { .. } => {}
         }
     }
 

@@ -385,6 +385,12 @@ impl Encoder {
                     put_varint(m, (*target_tid).into());
                 }
                 EventKind::EpochMark { epoch } => put_varint(&mut s[S_MISC], (*epoch).into()),
+                EventKind::Sync { op, ip, object } => {
+                    let m = &mut s[S_MISC];
+                    put_varint(m, (*op).into());
+                    put_varint(m, *ip);
+                    put_varint(m, *object);
+                }
             }
             s[S_TAG].push(tag);
         }
@@ -689,6 +695,11 @@ impl FrameDecoder {
             },
             6 => EventKind::EpochMark {
                 epoch: self.var32(S_MISC)?,
+            },
+            7 => EventKind::Sync {
+                op: self.var32(S_MISC)?,
+                ip: self.var(S_MISC)?,
+                object: self.var(S_MISC)?,
             },
             _ => return Err("unknown event kind".into()),
         };

@@ -45,7 +45,7 @@ pub use writer::{StatsHandle, TraceWriter, WriterOptions, WriterStats};
 /// Version of the trace directory format as a whole (meta.json, events.tlf,
 /// index.tlf, blobs.tlf, events/, checkpoints/, files/). Bumped on any change an older reader would misread;
 /// readers refuse other versions with [`Error::Version`].
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The recorder could not copy all bytes of at least one output.
 pub const SYSCALL_INCOMPLETE_COPY: u32 = 1;
@@ -112,6 +112,17 @@ pub enum EventKind {
         result: i32,
         target_tid: u32,
     },
+    /// The thread entered a synchronisation function of its C library
+    /// (`pthread_mutex_lock` and kin: `op` names it, as the recorder
+    /// numbers them) at `ip`, on the object (mutex, condition variable,
+    /// lock, semaphore) at `object`. Recorded for processes with more than
+    /// one thread; their order, merged with the syscalls', is the order in
+    /// which replay runs critical sections.
+    Sync {
+        op: u32,
+        ip: u64,
+        object: u64,
+    },
     /// Start of a new checkpoint epoch.
     EpochMark {
         epoch: u32,
@@ -120,8 +131,8 @@ pub enum EventKind {
 
 /// Names of the event kinds, as used for [`Meta::event_counts`], indexed by
 /// the kind's wire code (see [`EventKind::name`]).
-pub const KIND_NAMES: [&str; 7] = [
-    "syscall", "switch", "fork", "exec", "exit", "signal", "epoch",
+pub const KIND_NAMES: [&str; 8] = [
+    "syscall", "switch", "fork", "exec", "exit", "signal", "epoch", "sync",
 ];
 
 impl EventKind {
@@ -135,6 +146,7 @@ impl EventKind {
             EventKind::Exit { .. } => 4,
             EventKind::Signal { .. } => 5,
             EventKind::EpochMark { .. } => 6,
+            EventKind::Sync { .. } => 7,
         }
     }
 

@@ -650,4 +650,4 @@ impl std::iter::FusedIterator for Events<'_> {}
 
 // Keep the version constant referenced here so a format bump forces a look
 // at the index layout too.
-const _: () = assert!(FORMAT_VERSION == 1);
+const _: () = assert!(FORMAT_VERSION == 2);

@@ -10,8 +10,8 @@ fn version_mismatch_is_explained() {
     write_trace(&d, &synthetic(10, 1), opts(64));
     let p = d.join("meta.json");
     let text = std::fs::read_to_string(&p).unwrap();
-    let text = text.replace("\"format_version\": 1", "\"format_version\": 2");
-    // Version 2 may also reshape fields: the version error must still win.
+    let text = text.replace("\"format_version\": 2", "\"format_version\": 3");
+    // Version 3 may also reshape fields: the version error must still win.
     let text = text.replace("\"pids\": [", "\"pids\": \"changed\", \"x\": [");
     std::fs::write(&p, text).unwrap();
     let err = Trace::open(&d).unwrap_err();
@@ -19,15 +19,15 @@ fn version_mismatch_is_explained() {
         matches!(
             err,
             Error::Version {
-                found: 2,
-                expected: 1
+                found: 3,
+                expected: 2
             }
         ),
         "{err:?}"
     );
     assert_eq!(
         err.to_string(),
-        "trace format version 2, this uniplay reads version 1"
+        "trace format version 3, this uniplay reads version 2"
     );
 }
 

@@ -245,6 +245,12 @@ pub fn every_kind() -> Vec<Event> {
         ev(t + 9200, 100, syscall(231, &[0], 0, t + 9150, vec![])),
         ev(t + 10_000, 100, EventKind::EpochMark { epoch: 1 }),
     ];
+    // Appended, so the indexes below stay as they were.
+    let sync = |op, ip, object| ev(t + 10_100, 101, EventKind::Sync { op, ip, object });
+    let syncs = [
+        sync(0, 0x7f00_0000_1234, 0x5555_0000_00e0),
+        sync(u32::MAX, u64::MAX, 0),
+    ];
     // Vary cpu, pid and epoch too.
     v[3].cpu = 0;
     v[8].cpu = u32::MAX;
@@ -257,6 +263,7 @@ pub fn every_kind() -> Vec<Event> {
         s.flags = tracelog::SYSCALL_NO_RETURN;
     }
     v[16].epoch = 1;
+    v.extend(syncs.into_iter().map(|e| Event { epoch: 1, ..e }));
     v.push(Event {
         epoch: 1,
         ..ev(

@@ -1,0 +1,283 @@
+//! Uprobes on the C library's synchronisation functions
+//! ([`recorder_common::SYNC_FUNCTIONS`]), attached to each process once it
+//! has a second thread: the order in which threads enter them is the
+//! order of their critical sections, which uncontended locks (a few atomic
+//! instructions, no syscall) leave nowhere else. Single-threaded processes
+//! pay nothing.
+//!
+//! A uprobe is a breakpoint the kernel writes into the probed process's
+//! copy of the library's code page, and checkpoints read that page: the
+//! bytes it replaced are kept ([`Hooked::points`]) and put back in what
+//! is stored, so traces hold the library as the program has it.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{mpsc, Arc, Mutex},
+};
+
+use aya::{
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
+        UProbe,
+    },
+    Ebpf,
+};
+use object::{Object, ObjectSection, ObjectSymbol};
+use recorder_common::sync_op;
+
+use crate::sys;
+
+/// The loaded program's name in the eBPF object.
+pub const PROGRAM: &str = "sync_op";
+
+/// One function of a library: its op code, file offset and first byte.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    op: u32,
+    offset: u64,
+    byte: u8,
+}
+
+/// Attaches the sync probes to processes.
+pub struct SyncHooks {
+    ebpf: Arc<Mutex<Ebpf>>,
+    /// Library path → its functions (deduplicated by offset: aliases such
+    /// as versioned symbols share one entry).
+    libs: HashMap<PathBuf, Arc<Vec<Entry>>>,
+    /// Links are dropped (detached: RCU waits of tens of ms) on a thread
+    /// of their own, never on the supervisor's.
+    dropper: mpsc::Sender<Vec<UProbeLink>>,
+}
+
+impl std::fmt::Debug for SyncHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHooks")
+            .field("libs", &self.libs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The probes of one process image; detached when dropped.
+pub struct Hooked {
+    links: Vec<UProbeLink>,
+    /// Probed addresses in the process and the byte each breakpoint
+    /// replaced, sorted by address.
+    pub points: Vec<(u64, u8)>,
+    dropper: mpsc::Sender<Vec<UProbeLink>>,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked")
+            .field("points", &self.points.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Hooked {
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        if let Err(mpsc::SendError(links)) = self.dropper.send(links) {
+            // The process is ending: its exit closes them.
+            std::mem::forget(links);
+        }
+    }
+}
+
+impl SyncHooks {
+    /// `ebpf` holds the loaded (not attached) [`PROGRAM`].
+    pub fn new(ebpf: Arc<Mutex<Ebpf>>) -> SyncHooks {
+        let (dropper, links) = mpsc::channel::<Vec<UProbeLink>>();
+        let _ = std::thread::Builder::new()
+            .name("uniplay-unhook".into())
+            .spawn(move || links.into_iter().for_each(drop));
+        SyncHooks {
+            ebpf,
+            libs: HashMap::new(),
+            dropper,
+        }
+    }
+
+    /// Probes the synchronisation functions of the C library (and
+    /// libpthread, where older ones keep them) that `pid` has mapped.
+    /// `Ok(None)`: it maps none (a static binary, another libc).
+    pub fn attach(&mut self, pid: u32) -> Result<Option<Hooked>, String> {
+        let maps = sys::maps(pid).map_err(|e| format!("reading its maps: {e}"))?;
+        let mut libs: Vec<&str> = maps
+            .iter()
+            .map(|m| m.path.as_str())
+            .filter(|p| is_sync_library(p))
+            .collect();
+        libs.sort_unstable();
+        libs.dedup();
+        let mut hooked = Hooked {
+            links: Vec::new(),
+            points: Vec::new(),
+            dropper: self.dropper.clone(),
+        };
+        for lib in libs {
+            let entries = self.entries(Path::new(lib))?;
+            let ebpf = self.ebpf.clone();
+            let mut ebpf = ebpf.lock().unwrap_or_else(|e| e.into_inner());
+            let prog: &mut UProbe = ebpf
+                .program_mut(PROGRAM)
+                .ok_or("the sync probe program is missing")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            let scope = UProbeScope::OneProcess(
+                std::num::NonZeroU32::new(pid).ok_or("process 0 cannot be probed")?,
+            );
+            for e in entries.iter() {
+                let Some(m) = maps.iter().find(|m| {
+                    m.path == lib
+                        && m.perms.contains('x')
+                        && (m.offset..m.offset + (m.end - m.start)).contains(&e.offset)
+                }) else {
+                    continue;
+                };
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(e.offset),
+                    cookie: Some(e.op.into()),
+                };
+                let id = prog
+                    .attach(point, lib, scope)
+                    .map_err(|err| format!("probing {lib}: {err}"))?;
+                let link = prog.take_link(id).map_err(|err| format!("{err}"))?;
+                hooked.links.push(link);
+                hooked.points.push((m.start + e.offset - m.offset, e.byte));
+            }
+        }
+        hooked.points.sort_unstable();
+        Ok((!hooked.points.is_empty()).then_some(hooked))
+    }
+
+    /// The addresses in `maps` of every function probed in any process,
+    /// with the bytes a probe replaces there (sorted): whether or not this
+    /// process is probed (a child forked from a probed one has the
+    /// breakpoints in its copy of the pages until it runs into them).
+    pub fn points_in(&self, maps: &[sys::MapEntry]) -> Vec<(u64, u8)> {
+        let mut points = Vec::new();
+        for m in maps {
+            let Some(entries) = self.libs.get(Path::new(&m.path)) else {
+                continue;
+            };
+            let range = m.offset..m.offset + (m.end - m.start);
+            for e in entries.iter().filter(|e| range.contains(&e.offset)) {
+                points.push((m.start + e.offset - m.offset, e.byte));
+            }
+        }
+        points.sort_unstable();
+        points
+    }
+
+    /// The probed functions of library `path`, read once.
+    fn entries(&mut self, path: &Path) -> Result<Arc<Vec<Entry>>, String> {
+        if let Some(e) = self.libs.get(path) {
+            return Ok(e.clone());
+        }
+        let data = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let entries =
+            Arc::new(sync_entries(&data).map_err(|e| format!("{}: {e}", path.display()))?);
+        self.libs.insert(path.to_path_buf(), entries.clone());
+        Ok(entries)
+    }
+}
+
+/// A library that may hold the probed functions: glibc's libc, and its
+/// libpthread before 2.34.
+fn is_sync_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("libc.so") || name.starts_with("libc-2.") || name.starts_with("libpthread")
+}
+
+/// The defined dynamic symbols of the ELF image `data` named in
+/// `SYNC_FUNCTIONS`, by file offset (one entry per offset).
+fn sync_entries(data: &[u8]) -> Result<Vec<Entry>, object::Error> {
+    let file = object::File::parse(data)?;
+    let mut out: Vec<Entry> = Vec::new();
+    for sym in file.dynamic_symbols() {
+        let (Ok(name), Some(index)) = (sym.name(), sym.section_index()) else {
+            continue;
+        };
+        let Some(op) = sync_op(name) else {
+            continue;
+        };
+        if !sym.is_definition() {
+            continue;
+        }
+        let section = file.section_by_index(index)?;
+        let Some((start, _)) = section.file_range() else {
+            continue;
+        };
+        let offset = sym.address() - section.address() + start;
+        let Some(&byte) = data.get(offset as usize) else {
+            continue;
+        };
+        if !out.iter().any(|e| e.offset == offset) {
+            out.push(Entry { op, offset, byte });
+        }
+    }
+    Ok(out)
+}
+
+/// Puts back, in `page` (read at `addr`), the bytes the probes replaced.
+/// Returns whether it changed anything.
+pub fn unprobe_page(points: &[(u64, u8)], addr: u64, page: &mut [u8]) -> bool {
+    let end = addr + page.len() as u64;
+    let from = points.partition_point(|&(a, _)| a < addr);
+    let mut changed = false;
+    for &(a, byte) in points[from..].iter().take_while(|&&(a, _)| a < end) {
+        let b = &mut page[(a - addr) as usize];
+        changed |= *b != byte;
+        *b = byte;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_entries_of_this_machines_libc() {
+        let Some(libc) = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            eprintln!("skipped: no glibc found at the usual paths");
+            return;
+        };
+        let data = std::fs::read(libc).unwrap();
+        let entries = sync_entries(&data).unwrap();
+        let lock = sync_op("pthread_mutex_lock").unwrap();
+        let e = entries
+            .iter()
+            .find(|e| e.op == lock)
+            .expect("pthread_mutex_lock");
+        // A function entry: endbr64 (f3 0f 1e fa) or a plain first byte,
+        // never a breakpoint (this is the file, not a probed page).
+        assert_ne!(e.byte, 0xcc);
+        let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(offsets.len(), entries.len(), "one entry per offset");
+    }
+
+    #[test]
+    fn unprobe_page_puts_back_only_points_inside() {
+        let points = [(0x0fff, 1), (0x1000, 2), (0x1ffe, 3), (0x2000, 4)];
+        let mut page = vec![0xcc; 0x1000];
+        assert!(unprobe_page(&points, 0x1000, &mut page));
+        assert_eq!((page[0], page[0xffe], page[0xfff]), (2, 3, 0xcc));
+        assert!(!unprobe_page(&points, 0x1000, &mut page));
+    }
+
+    #[test]
+    fn sync_libraries() {
+        assert!(is_sync_library("/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(is_sync_library("/lib64/libpthread.so.0"));
+        assert!(!is_sync_library("/usr/lib/libcrypto.so.3"));
+        assert!(!is_sync_library("[vdso]"));
+    }
+}
