@@ -568,7 +568,10 @@ pub fn before_cpuid(nr: u64) -> bool {
 /// Syscall numbers of special interest to the recorder.
 pub mod nr {
     pub const MMAP: u32 = 9;
+    pub const MPROTECT: u32 = 10;
+    pub const MUNMAP: u32 = 11;
     pub const BRK: u32 = 12;
+    pub const MREMAP: u32 = 25;
     pub const ARCH_PRCTL: u32 = 158;
     pub const CLONE: u32 = 56;
     pub const FORK: u32 = 57;
@@ -580,6 +583,8 @@ pub mod nr {
     pub const RESTART_SYSCALL: u32 = 219;
     pub const EXECVEAT: u32 = 322;
     pub const CLONE3: u32 = 435;
+    /// The kernel's return-probe trampoline calls it (x86-64, 6.11+).
+    pub const URETPROBE: u32 = 335;
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use recorder_common::*;
-use tracelog::{Args, Event, EventKind, Output, SignalPhase, Syscall};
+use tracelog::{Args, Event, EventKind, Output, SignalPhase, SyncPhase, Syscall};
 
 use crate::decode::Record;
 
@@ -168,8 +168,13 @@ impl Assembler {
                 &s.hdr,
                 EventKind::Sync {
                     op: s.op,
+                    phase: if s.returned != 0 {
+                        SyncPhase::Return
+                    } else {
+                        SyncPhase::Entry
+                    },
                     ip: s.ip,
-                    object: s.object,
+                    value: s.value,
                 },
             )),
             Record::Signal(s) => {

@@ -36,7 +36,7 @@ use tracelog::{
 use crate::{
     dirty::{self, TrackWrites, Tracker},
     probe::{Held, SharedFilter, THROTTLE_SIGNAL},
-    sync_hook::{unprobe_page, Hooked, SyncHooks},
+    sync_hook::{Hooked, SyncHooks, Unprobe},
     sys::{
         self,
         ptrace::{self as pt, Mem, Regs},
@@ -442,7 +442,7 @@ struct Proc {
     sync_tried: bool,
     /// Probed addresses of its mappings, with the bytes probes replace,
     /// as of its last cut: put back in the pages it stores.
-    unprobe: Vec<(u64, u8)>,
+    unprobe: Unprobe,
 }
 
 struct State {
@@ -886,7 +886,11 @@ impl State {
         self.vforked.retain(|&p, &mut c| p != tid && c != tid);
         if let Some(t) = self.tracees.remove(&tid) {
             if !self.tracees.values().any(|o| o.pid == t.pid) {
-                self.procs.remove(&t.pid);
+                if self.procs.remove(&t.pid).is_some_and(|p| p.sync.is_some()) {
+                    if let Some(h) = self.sync_hooks.as_mut() {
+                        h.forget(t.pid);
+                    }
+                }
             }
         }
         if Some(tid) == self.opts.launch_root {
@@ -971,20 +975,23 @@ impl State {
     }
 
     /// The probed addresses of `maps` with the bytes the probes replace.
-    fn unprobe_points(&self, maps: &[sys::MapEntry]) -> Vec<(u64, u8)> {
+    fn unprobe_points(&self, pid: u32, maps: &[sys::MapEntry]) -> Unprobe {
         self.sync_hooks
             .as_ref()
-            .map(|h| h.points_in(maps))
+            .map(|h| h.unprobe(pid, maps))
             .unwrap_or_default()
     }
 
     /// After an exec: a new vDSO, no page history; the same children.
     fn new_image(&mut self, pid: u32) {
-        let zombies = self
+        let (zombies, probed) = self
             .procs
             .remove(&pid)
-            .map(|p| p.zombies)
+            .map(|p| (p.zombies, p.sync.is_some()))
             .unwrap_or_default();
+        if let (true, Some(h)) = (probed, self.sync_hooks.as_mut()) {
+            h.forget(pid);
+        }
         self.procs.insert(
             pid,
             Proc {
@@ -1876,7 +1883,7 @@ impl State {
                 stored: stored(m),
             });
         }
-        let unprobe = self.unprobe_points(&maps);
+        let unprobe = self.unprobe_points(pid, &maps);
         let proc = self.procs.entry(pid).or_default();
         proc.unprobe = unprobe;
         // No page history (first checkpoint, or after an exec): store all.
@@ -2333,7 +2340,7 @@ impl State {
                 Err(_) => return,
             }
         }
-        let unprobe = self.unprobe_points(&sys::maps(pid).unwrap_or_default());
+        let unprobe = self.unprobe_points(pid, &sys::maps(pid).unwrap_or_default());
         if let Some(proc) = self.procs.get_mut(&pid) {
             proc.unprobe = unprobe;
         }
@@ -2583,10 +2590,13 @@ enum Snapshot {
 }
 
 /// Whether a mapping's contents belong in a checkpoint: private or writable
-/// memory, except what the kernel provides anew ([vvar], [vsyscall]) and
-/// inaccessible guard regions.
+/// memory, except what the kernel provides anew ([vvar], [vsyscall], the
+/// [uprobes] page sync probes step through) and inaccessible guard regions.
 fn stored(m: &sys::MapEntry) -> bool {
-    let special = matches!(m.path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vsyscall]");
+    let special = matches!(
+        m.path.as_str(),
+        "[vvar]" | "[vvar_vclock]" | "[vsyscall]" | "[uprobes]"
+    );
     let private_or_writable = m.perms.ends_with('p') || m.perms.as_bytes().get(1) == Some(&b'w');
     !special && m.perms != "---p" && private_or_writable
 }
@@ -2600,7 +2610,7 @@ fn store_range(
     start: u64,
     end: u64,
     hashes: &mut HashMap<u64, u128>,
-    unprobe: &[(u64, u8)],
+    unprobe: &Unprobe,
     sink: &mut PageSink,
 ) -> u64 {
     const CHUNK: usize = 1 << 20;
@@ -2630,24 +2640,23 @@ fn store_range(
 }
 
 /// Stores each page of `data` (read at `addr`) that changed since it was
-/// last stored, with the bytes sync probes replaced (`unprobe`, sorted by
-/// address) put back. Returns pages stored.
+/// last stored, with what sync probes changed (`unprobe`) put back.
+/// Returns pages stored.
 fn store_pages(
     pid: u32,
     addr: u64,
     data: &[u8],
     hashes: &mut HashMap<u64, u128>,
-    unprobe: &[(u64, u8)],
+    unprobe: &Unprobe,
     sink: &mut PageSink,
 ) -> u64 {
     let mut stored = 0;
     let mut unprobed = [0u8; PAGE as usize];
     for (i, page) in data.chunks_exact(PAGE as usize).enumerate() {
         let a = addr + i as u64 * PAGE;
-        let from = unprobe.partition_point(|&(p, _)| p < a);
-        let page = if unprobe.get(from).is_some_and(|&(p, _)| p < a + PAGE) {
+        let page = if unprobe.touches(a, PAGE) {
             unprobed.copy_from_slice(page);
-            unprobe_page(unprobe, a, &mut unprobed);
+            unprobe.page(a, &mut unprobed);
             &unprobed[..]
         } else {
             page
@@ -2845,6 +2854,7 @@ mod tests {
         assert!(stored(&m("rw-s", "")));
         assert!(!stored(&m("r--s", "/dev/shm/x")));
         assert!(!stored(&m("r--p", "[vvar]")));
+        assert!(!stored(&m("--xp", "[uprobes]")));
         assert!(!stored(&m("---p", "")));
     }
 }

@@ -277,6 +277,7 @@ fn map_differences(recorded: &[Mapping], live: &[sys::MapEntry]) -> Vec<Differen
     let exp = shapes(
         recorded
             .iter()
+            .filter(|m| m.path != "[uprobes]")
             .map(|m| (m.start, m.end, m.perms.clone(), special(&m.path))),
     );
     let act = shapes(

@@ -33,6 +33,10 @@ pub enum Stop {
     Signal(i32),
     /// Reached the requested state.
     Reached,
+    /// At a sync breakpoint (`rip` put back on it): the thread is about to
+    /// enter a recorded synchronisation function. Made from a SIGTRAP stop
+    /// by the epoch's run, which knows its breakpoints.
+    Breakpoint(Regs),
     /// The time slice ran out.
     Timeout,
     /// Anything else, described.
@@ -196,6 +200,16 @@ impl Driver {
         };
         sys::hw_watch(tid, None).map_err(err("clearing a debug register", tid))?;
         Ok(stop)
+    }
+
+    /// Executes one instruction of `tid` (stopped where it can run on):
+    /// `Stop::Reached` after it.
+    pub fn step(&self, tid: u32) -> Result<Stop, ReplayError> {
+        sys::step(tid).map_err(err("PTRACE_SINGLESTEP", tid))?;
+        match self.wait(tid, Duration::from_secs(1))? {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => Ok(Stop::Reached),
+            other => self.stop_of(tid, other),
+        }
     }
 
     /// What a wait status (from `wait`, so StillAlive is a timeout) means.

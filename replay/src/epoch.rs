@@ -11,13 +11,14 @@
 //! sent anywhere.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
 use recorder_common::{nr, spec, ACTION_EXECUTE, SLOT_INPUT};
 use serde::Serialize;
-use tracelog::{Event, EventKind, SignalPhase, Syscall, Trace};
+use tracelog::{Event, EventKind, SignalPhase, SyncPhase, Syscall, Trace};
 
 use crate::{
     compare::{compare, Difference},
@@ -74,6 +75,13 @@ pub struct ProcessOutcome {
     pub futex_noops_dropped: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub futex_noops_added: u64,
+    /// Recorded entries into synchronisation functions the run followed
+    /// (timed interleaving), and entries it passed that the log does not
+    /// have (made before the process was probed, at its second thread).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sync_events: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sync_unlogged: u64,
     /// Processes it created during the epoch, replayed from their birth.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ProcessOutcome>,
@@ -133,6 +141,8 @@ impl ProcessOutcome {
             ended_at_exec: false,
             futex_noops_dropped: 0,
             futex_noops_added: 0,
+            sync_events: 0,
+            sync_unlogged: 0,
             children: Vec::new(),
         }
     }
@@ -168,6 +178,9 @@ struct Log {
     /// Signals delivered to a thread after its last syscall of the epoch
     /// (the checkpoint caught it as their handler started).
     final_signals: HashMap<u32, Vec<u32>>,
+    /// Entries into recorded synchronisation functions (`EventKind::Sync`),
+    /// for the timed interleaving.
+    syncs: Vec<Event>,
 }
 
 /// Registers worth naming in a divergence.
@@ -188,12 +201,28 @@ fn call_text(nr: u32, args: &[u64]) -> String {
     format!("{name}({})", a.join(", "))
 }
 
-/// Replays epoch `epoch` of process `pid` on CPU `cpu`.
-/// Replays epoch `epoch` of process `pid` on CPU `cpu`: first with each
-/// thread run only when the log says it makes its next syscall; if that
-/// diverges (threads that synchronise without syscalls can order their
-/// critical sections differently), once more from the checkpoint with each
-/// thread run ahead to its next syscall.
+/// How the threads of a replayed process take turns (one runs at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interleave {
+    /// A thread runs when the log says it makes its next syscall, up to it.
+    Lazy,
+    /// As `Lazy`, and after each syscall the thread runs ahead to its next
+    /// one, so what it does in between is visible to the others at once.
+    Eager,
+    /// For processes with recorded sync events: each stretch of a thread's
+    /// own code runs whole, in the order the stretches began in the
+    /// recording (a return from a syscall, an entry into a recorded
+    /// synchronisation function, where breakpoints stop it), so critical
+    /// sections follow each other as they did.
+    Timed,
+}
+
+/// Replays epoch `epoch` of process `pid` on CPU `cpu`: a process whose
+/// log has sync events first in the timed interleaving; then (or else)
+/// with each thread run only when the log says it makes its next syscall;
+/// if that diverges (threads that synchronise without syscalls can order
+/// their critical sections differently), once more from the checkpoint
+/// with each thread run ahead to its next syscall.
 pub fn replay_process(
     trace: &Trace,
     epoch: u32,
@@ -202,18 +231,27 @@ pub fn replay_process(
     known: &Knowledge,
     watchdog: &Watchdog,
 ) -> Result<ProcessOutcome, ReplayError> {
-    let first = replay_once(trace, epoch, pid, cpu, known, watchdog, false)?;
+    let once = |mode| replay_once(trace, epoch, pid, cpu, known, watchdog, mode);
+    let timed = match once(Interleave::Timed)? {
+        Some(t) if t.ok() => return Ok(t),
+        timed => timed,
+    };
+    let Some(first) = once(Interleave::Lazy)? else {
+        unreachable!("only a timed run is ever left out");
+    };
     if first.ok() {
         return Ok(first);
     }
-    let mut second = replay_once(trace, epoch, pid, cpu, known, watchdog, true)?;
-    if second.ok() {
-        second.notes.push(
-            "verified on the second interleaving (threads run ahead to their next syscall)".into(),
-        );
-        return Ok(second);
+    if let Some(mut second) = once(Interleave::Eager)? {
+        if second.ok() {
+            second.notes.push(
+                "verified on the second interleaving (threads run ahead to their next syscall)"
+                    .into(),
+            );
+            return Ok(second);
+        }
     }
-    Ok(first)
+    Ok(timed.unwrap_or(first))
 }
 
 fn replay_once(
@@ -223,10 +261,13 @@ fn replay_once(
     cpu: Option<usize>,
     known: &Knowledge,
     watchdog: &Watchdog,
-    eager: bool,
-) -> Result<ProcessOutcome, ReplayError> {
+    mode: Interleave,
+) -> Result<Option<ProcessOutcome>, ReplayError> {
     let mut logs = load_logs(trace, epoch)?;
     let log = logs.remove(&pid).unwrap_or_default();
+    if mode == Interleave::Timed && log.syncs.is_empty() {
+        return Ok(None);
+    }
     // `cpuid` reports the CPU it runs on (its APIC id) and cannot be trapped
     // here (no CPUID faulting); ld.so stores what it reads as a program
     // starts, possibly epochs after its exec. So an epoch that starts while
@@ -253,7 +294,7 @@ fn replay_once(
             crate::engine::pin_self(c);
         }
     }
-    let outcome = replay_on(trace, epoch, pid, cpu, log, logs, known, watchdog, eager);
+    let outcome = replay_on(trace, epoch, pid, cpu, log, logs, known, watchdog, mode).map(Some);
     if cpu != job_cpu {
         if let Some(c) = job_cpu {
             crate::engine::pin_self(c);
@@ -275,7 +316,7 @@ fn replay_on(
     logs: HashMap<u32, Log>,
     known: &Knowledge,
     watchdog: &Watchdog,
-    eager: bool,
+    mode: Interleave,
 ) -> Result<ProcessOutcome, ReplayError> {
     if debug() {
         eprintln!(
@@ -297,7 +338,7 @@ fn replay_on(
     };
     let mut live = restore(trace, epoch, pid, cpu)?;
     let drv = Driver::new(live.pid, watchdog.clone());
-    let mut run = Run::new(drv, pid, &mut live, trace, known, eager);
+    let mut run = Run::new(drv, pid, &mut live, trace, known, mode);
     run.logs = logs;
     run.next = next;
     run.next_execs = next_execs;
@@ -500,6 +541,7 @@ fn load_logs(trace: &Trace, epoch: u32) -> Result<HashMap<u32, Log>, ReplayError
             EventKind::Exec { path, argv } => {
                 log.execs.push((e.tid, path.clone(), argv.clone()));
             }
+            EventKind::Sync { .. } => log.syncs.push(e),
             EventKind::Exit {
                 code,
                 signal,
@@ -596,6 +638,17 @@ fn is_futex_wake(regs: &Regs) -> bool {
     regs.orig_rax as u32 == nr::FUTEX && FUTEX_WAKE_OPS.contains(&(regs.rsi & FUTEX_CMD))
 }
 
+/// The x86 breakpoint instruction.
+const INT3: u8 = 0xcc;
+
+/// A thread stopped at a sync breakpoint, for a divergence report.
+fn sync_text(r: &Regs) -> String {
+    format!(
+        "a sync function at {:#x} (first argument {:#x})",
+        r.rip, r.rdi
+    )
+}
+
 /// When event `e` began: a syscall's entry, else when it was logged.
 fn entered(e: &Event) -> u64 {
     match &e.kind {
@@ -657,8 +710,31 @@ struct Run<'a> {
     exited: Vec<u32>,
     /// Recorded tids stopped at the syscall the next checkpoint caught them in.
     at_cut: Vec<u32>,
-    /// Interleaving: run each thread ahead to its next syscall.
-    eager: bool,
+    /// How threads take turns.
+    mode: Interleave,
+    /// Sync breakpoints while armed (`Interleave::Timed`): address → the
+    /// byte the breakpoint replaced; and all of them, armed or not.
+    armed: HashMap<u64, u8>,
+    sync_points: Vec<(u64, u8)>,
+    /// Sync breakpoints to arm once their code is mapped (an epoch that
+    /// starts before the C library is loaded).
+    sync_unmapped: Vec<u64>,
+    /// Sync breakpoints are in use (from the log's merge to the end).
+    sync_on: bool,
+    /// Live threads stopped at a sync breakpoint (rip on it), by the
+    /// breakpoint's address: stepped over before they run on.
+    at_bp: HashMap<u32, u64>,
+    /// Timed: each recorded thread's sync entries not reached yet, in its
+    /// program order: (seq, function, object).
+    sync_queue: HashMap<u32, VecDeque<(u64, u64, u64)>>,
+    /// Live threads stopped at the breakpoint of their next sync entry
+    /// (its seq), and entries threads went through before their turn (on
+    /// their way to a syscall made inside the function: a contended lock).
+    reached: HashMap<u32, u64>,
+    passed: HashSet<u64>,
+    /// Timed: threads to run ahead once the log reaches a time (the return
+    /// of their syscall): (time, that syscall's seq, recorded tid).
+    resumes: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Recorded siginfo of delivered signals, by recorded tid.
     siginfos: HashMap<u32, VecDeque<Delivery>>,
     /// The syscall being handled is its thread's (process's) last in the
@@ -708,7 +784,7 @@ impl<'a> Run<'a> {
         live: &'a mut Restored,
         trace: &'a Trace,
         known: &'a Knowledge,
-        eager: bool,
+        mode: Interleave,
     ) -> Run<'a> {
         Run {
             drv,
@@ -722,7 +798,16 @@ impl<'a> Run<'a> {
             out: ProcessOutcome::new(pid, 0),
             exited: Vec::new(),
             at_cut: Vec::new(),
-            eager,
+            mode,
+            armed: HashMap::new(),
+            sync_points: Vec::new(),
+            sync_unmapped: Vec::new(),
+            sync_on: false,
+            at_bp: HashMap::new(),
+            sync_queue: HashMap::new(),
+            reached: HashMap::new(),
+            passed: HashSet::new(),
+            resumes: BinaryHeap::new(),
             siginfos: HashMap::new(),
             last_of_thread: false,
             last_of_process: false,
@@ -756,12 +841,23 @@ impl<'a> Run<'a> {
             execs,
             final_signals,
             tids: _,
+            syncs,
         } = log;
         self.final_signals = final_signals;
         self.out.events = order.len() as u64;
         self.siginfos = siginfos;
         self.execs = execs.into();
+        let order = if self.mode == Interleave::Timed {
+            self.out.sync_events = syncs.len() as u64;
+            self.merge_syncs(order, syncs)?
+        } else {
+            order
+        };
         let finished = self.play(order, signals)?;
+        // What follows runs threads to recorded states, which sync
+        // breakpoints would get in the way of; and compares memory.
+        self.sync_on = false;
+        self.disarm()?;
         if !finished || self.out.divergence.is_some() || self.out.skipped.is_some() {
             return Ok(());
         }
@@ -878,7 +974,20 @@ impl<'a> Run<'a> {
         mut order: VecDeque<Event>,
         mut signals: HashMap<u64, Vec<u32>>,
     ) -> Result<bool, ReplayError> {
-        while let Some(e) = order.pop_front() {
+        loop {
+            if self.sync_on && !self.sync_unmapped.is_empty() {
+                self.arm()?;
+            }
+            self.run_resumes(&order, &signals)?;
+            let Some(e) = order.pop_front() else {
+                break;
+            };
+            if let EventKind::Sync { op, ip, value, .. } = e.kind {
+                if !self.sync_event(&e, (op, ip, value), &order, &signals)? {
+                    return Ok(false);
+                }
+                continue;
+            }
             let EventKind::Syscall(sc) = &e.kind else {
                 continue;
             };
@@ -926,9 +1035,13 @@ impl<'a> Run<'a> {
                 (true, Some(stop)) => stop,
                 _ => {
                     self.hold_lock_for(&e, &order, &signals)?;
-                    self.drv.run_to_syscall(tid, slice)?
+                    self.run_to_syscall(tid, slice)?
                 }
             };
+            if let Stop::Breakpoint(_) = stop {
+                // Run ahead to a sync entry the log does not have.
+                stop = self.run_to_syscall(tid, slice)?;
+            }
             while let Stop::Signal(sig) = stop {
                 let Some(i) = sent.iter().position(|&s| s == sig) else {
                     break;
@@ -947,7 +1060,7 @@ impl<'a> Run<'a> {
                             let flags = delivery.and_then(|d| d.regs).map(|r| r[18]);
                             self.handler_entered(tid, own_mask.take(), flags)?;
                         }
-                        self.drv.run_to_syscall(tid, TIME_SLICE)?
+                        self.run_to_syscall(tid, TIME_SLICE)?
                     }
                     other => other,
                 };
@@ -956,6 +1069,7 @@ impl<'a> Run<'a> {
                 if !self.rdtsc(&e, sc, tid, stop)? {
                     return Ok(false);
                 }
+                self.resume_later(&e, &order);
                 continue;
             }
             // Futex calls that changed nothing (see `noop_futex`) come and go
@@ -981,7 +1095,7 @@ impl<'a> Run<'a> {
                 extra += 1;
                 self.out.futex_noops_added += 1;
                 self.drv.emulate(tid, ret)?;
-                stop = self.drv.run_to_syscall(tid, slice)?;
+                stop = self.run_to_syscall(tid, slice)?;
             }
             if let Stop::SyscallEntry(regs) = stop {
                 if !same_call(&regs, sc) && noop_futex(sc) {
@@ -1002,12 +1116,18 @@ impl<'a> Run<'a> {
                     if !self.syscall(&e, sc, tid, regs)? {
                         return Ok(false);
                     }
+                    if self.sync_on
+                        && matches!(sc.nr, nr::MMAP | nr::MPROTECT | nr::MUNMAP | nr::MREMAP)
+                    {
+                        self.rearm_remapped()?;
+                    }
                     // Eager interleaving: let the thread run its user code up
                     // to its next syscall now, so what it does between
                     // syscalls (an uncontended unlock, say) is visible to the
                     // others, as it was when they ran at the same time.
+                    self.resume_later(&e, &order);
                     if let Some(n) = order.iter().find(|n| n.tid == e.tid) {
-                        if self.eager && !self.at_cut.contains(&e.tid) {
+                        if self.mode == Interleave::Eager && !self.at_cut.contains(&e.tid) {
                             self.hold_lock_for(n, &order, &signals)?;
                             let slice = self.slice(e.tid, entered(n));
                             let next = self.drv.run_to_syscall(tid, slice)?;
@@ -1025,6 +1145,7 @@ impl<'a> Run<'a> {
                         Stop::Signal(sig) => format!("signal {sig}"),
                         Stop::Timeout => format!("no syscall within twice the recorded time plus {} s: the thread spins, waiting for another thread (preempted)", TIME_SLICE.as_secs()),
                         Stop::Other(what) => what.to_string(),
+                        Stop::Breakpoint(r) => sync_text(&r),
                         Stop::SyscallEntry(_) | Stop::Reached => unreachable!("handled above"),
                     };
                     self.diverge(
@@ -1036,6 +1157,350 @@ impl<'a> Run<'a> {
                     return Ok(false);
                 }
             }
+        }
+        Ok(true)
+    }
+
+    /// Timed: the process's sync events merged into its log by time, and
+    /// breakpoints armed at the functions they entered.
+    ///
+    /// An entry into a function that acquires is ordered at its return
+    /// (when the thread held what it acquired: entries are stamped before
+    /// the probe's own trap, which can delay the acquisition past another
+    /// thread's release); others at their entry (a release happens after
+    /// it, and before anyone's acquisition of what it released returns).
+    /// Return events only give those times.
+    fn merge_syncs(
+        &mut self,
+        order: VecDeque<Event>,
+        syncs: Vec<Event>,
+    ) -> Result<VecDeque<Event>, ReplayError> {
+        let mut entries: Vec<Event> = Vec::new();
+        // Per thread: the acquiring calls under way (index in `entries`).
+        let mut open: HashMap<u32, Vec<usize>> = HashMap::new();
+        for e in syncs {
+            let EventKind::Sync { op, phase, .. } = e.kind else {
+                continue;
+            };
+            let calls = open.entry(e.tid).or_default();
+            match phase {
+                SyncPhase::Entry => {
+                    if recorder_common::sync_returns(op) {
+                        calls.push(entries.len());
+                    }
+                    entries.push(e);
+                }
+                SyncPhase::Return => {
+                    while let Some(i) = calls.pop() {
+                        if matches!(entries[i].kind, EventKind::Sync { op: o, .. } if o == op) {
+                            entries[i].time_ns = e.time_ns;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let mut points: Vec<u64> = Vec::new();
+        for e in &entries {
+            if let EventKind::Sync { ip, value, .. } = e.kind {
+                points.push(ip);
+                self.sync_queue
+                    .entry(e.tid)
+                    .or_default()
+                    .push_back((e.seq, ip, value));
+            }
+        }
+        points.sort_unstable();
+        points.dedup();
+        self.sync_unmapped = points;
+        self.sync_on = true;
+        self.arm()?;
+        let mut order: VecDeque<Event> = order.into_iter().chain(entries).collect();
+        schedule_by_entry(&mut order);
+        hoist_clones(&mut order);
+        // Each thread's code from the checkpoint on runs first, as it did
+        // from the cut (a lock taken right after it, say).
+        for &rec in self.live.tids.keys() {
+            self.resumes.push(Reverse((self.start_ns, 0, rec)));
+        }
+        Ok(order)
+    }
+
+    /// Puts the sync breakpoints in, those whose code is mapped.
+    fn arm(&mut self) -> Result<(), ReplayError> {
+        let mut unmapped = Vec::new();
+        for ip in std::mem::take(&mut self.sync_unmapped) {
+            let mut b = [0u8; 1];
+            match self.live.read_memory(ip, &mut b) {
+                Ok(1) if b[0] != INT3 => self.sync_points.push((ip, b[0])),
+                Ok(_) => {}
+                Err(_) => unmapped.push(ip),
+            }
+        }
+        self.sync_unmapped = unmapped;
+        for &(a, b) in &self.sync_points {
+            if self.armed.insert(a, b).is_none() {
+                self.live.write_memory(a, &[INT3])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After the process changed its mappings: breakpoints whose code was
+    /// mapped anew (ld.so maps a library whole, then its segments over
+    /// it) are put back, or wait for their code again.
+    fn rearm_remapped(&mut self) -> Result<(), ReplayError> {
+        let mut gone = Vec::new();
+        for (&a, byte) in self.armed.iter_mut() {
+            let mut b = [0u8; 1];
+            match self.live.read_memory(a, &mut b) {
+                Ok(1) if b[0] == INT3 => {}
+                Ok(1) => {
+                    *byte = b[0];
+                    self.live.write_memory(a, &[INT3])?;
+                }
+                _ => gone.push(a),
+            }
+        }
+        for (a, b) in &mut self.sync_points {
+            if let Some(&now) = self.armed.get(a) {
+                *b = now;
+            }
+        }
+        for a in gone {
+            self.armed.remove(&a);
+            self.sync_points.retain(|&(p, _)| p != a);
+            self.sync_unmapped.push(a);
+        }
+        Ok(())
+    }
+
+    /// Takes the sync breakpoints out (threads stopped on one run on from
+    /// there as if it had not been). A process that exited has none left.
+    fn disarm(&mut self) -> Result<(), ReplayError> {
+        for (a, b) in std::mem::take(&mut self.armed) {
+            if let Err(e) = self.live.write_memory(a, &[b]) {
+                if self.exit_status.is_none() && !self.live.tids.is_empty() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A live thread stopped at an armed sync breakpoint executes the
+    /// instruction under it. `Some`: it stopped otherwise on the way.
+    fn step_over(&mut self, tid: u32) -> Result<Option<Stop>, ReplayError> {
+        if let Some(seq) = self.reached.remove(&tid) {
+            self.passed.insert(seq);
+        }
+        let Some(addr) = self.at_bp.remove(&tid) else {
+            return Ok(None);
+        };
+        let Some(&byte) = self.armed.get(&addr) else {
+            return Ok(None);
+        };
+        if self.drv.regs(tid)?.rip != addr {
+            return Ok(None);
+        }
+        self.debug_trapped.insert(tid);
+        self.live.write_memory(addr, &[byte])?;
+        let stop = self.drv.step(tid);
+        self.live.write_memory(addr, &[INT3])?;
+        match stop? {
+            Stop::Reached => Ok(None),
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// A SIGTRAP stop at one of the armed sync breakpoints, as
+    /// `Stop::Breakpoint` (rip put back on it).
+    fn as_breakpoint(&mut self, tid: u32, stop: Stop) -> Result<Stop, ReplayError> {
+        if !matches!(stop, Stop::Signal(libc::SIGTRAP)) || self.armed.is_empty() {
+            return Ok(stop);
+        }
+        let mut regs = self.drv.regs(tid)?;
+        let addr = regs.rip.wrapping_sub(1);
+        if !self.armed.contains_key(&addr) {
+            return Ok(stop);
+        }
+        regs.rip = addr;
+        self.drv.set_regs(tid, regs)?;
+        self.at_bp.insert(tid, addr);
+        self.debug_trapped.insert(tid);
+        let rec = self
+            .live
+            .tids
+            .iter()
+            .find(|(_, &l)| l == tid)
+            .map(|(&r, _)| r);
+        if let Some(q) = rec.and_then(|r| self.sync_queue.get_mut(&r)) {
+            if q.front()
+                .is_some_and(|&(_, ip, obj)| ip == addr && obj == regs.rdi)
+            {
+                let (seq, _, _) = q.pop_front().expect("checked");
+                self.reached.insert(tid, seq);
+            } else {
+                self.out.sync_unlogged += 1;
+            }
+        }
+        Ok(Stop::Breakpoint(regs))
+    }
+
+    /// Runs live thread `tid` on to its next syscall entry or sync
+    /// breakpoint.
+    fn run_on(&mut self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
+        if let Some(stop) = self.step_over(tid)? {
+            return Ok(stop);
+        }
+        let stop = self.drv.run_to_syscall(tid, slice)?;
+        self.as_breakpoint(tid, stop)
+    }
+
+    /// Runs live thread `tid` to its next syscall entry, through sync
+    /// breakpoints: the log has no sync event before that syscall (the
+    /// process was probed only at its second thread).
+    fn run_to_syscall(&mut self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
+        loop {
+            match self.run_on(tid, slice)? {
+                Stop::Breakpoint(_) => {}
+                stop => return Ok(stop),
+            }
+        }
+    }
+
+    /// Timed: runs recorded thread `rec` (live `tid`) ahead to where its
+    /// next event in `order` begins: a syscall entry, or a sync breakpoint
+    /// if that event is a sync event.
+    fn run_ahead(
+        &mut self,
+        rec: u32,
+        tid: u32,
+        order: &VecDeque<Event>,
+    ) -> Result<Stop, ReplayError> {
+        let next = order.iter().find(|n| n.tid == rec);
+        let slice = self.slice(rec, next.map_or(self.start_ns, entered));
+        if next.is_some_and(|n| matches!(n.kind, EventKind::Sync { .. })) {
+            self.run_on(tid, slice)
+        } else {
+            self.run_to_syscall(tid, slice)
+        }
+    }
+
+    /// Timed: after the syscall (or trapped rdtsc) `e`, its thread's own
+    /// code runs once the log reaches the time `e` returned, if the thread
+    /// has more to do in the epoch.
+    fn resume_later(&mut self, e: &Event, order: &VecDeque<Event>) {
+        if self.mode == Interleave::Timed
+            && !self.at_cut.contains(&e.tid)
+            && order.iter().any(|n| n.tid == e.tid)
+        {
+            self.resumes.push(Reverse((e.time_ns, e.seq, e.tid)));
+        }
+    }
+
+    /// Timed: runs ahead the threads whose syscalls returned before the
+    /// next event of the log began. One with a signal to take before its
+    /// next event is left where it is (the delivery places it).
+    fn run_resumes(
+        &mut self,
+        order: &VecDeque<Event>,
+        signals: &HashMap<u64, Vec<u32>>,
+    ) -> Result<(), ReplayError> {
+        while let Some(&Reverse((t, _, rec))) = self.resumes.peek() {
+            if order.front().is_some_and(|n| entered(n) < t) {
+                break;
+            }
+            self.resumes.pop();
+            let (Some(tid), Some(next)) = (self.live_tid(rec), order.iter().find(|n| n.tid == rec))
+            else {
+                continue;
+            };
+            if self.prerun.contains_key(&tid)
+                || self.at_cut.contains(&rec)
+                || signals.contains_key(&next.seq)
+            {
+                continue;
+            }
+            let stop = self.run_ahead(rec, tid, order)?;
+            self.prerun.insert(tid, stop);
+        }
+        Ok(())
+    }
+
+    /// Timed: sync event `e` (op, ip, object): its thread must be at that
+    /// entry (run there now, or run ahead to it before); its code from
+    /// there runs on to where its next event begins.
+    fn sync_event(
+        &mut self,
+        e: &Event,
+        (op, ip, object): (u32, u64, u64),
+        order: &VecDeque<Event>,
+        signals: &HashMap<u64, Vec<u32>>,
+    ) -> Result<bool, ReplayError> {
+        let Some(tid) = self.live_tid(e.tid) else {
+            return Ok(true);
+        };
+        let slice = self.slice(e.tid, e.time_ns);
+        self.last_ns.insert(e.tid, e.time_ns);
+        if self.passed.remove(&e.seq) {
+            // Gone through already, to a syscall inside the function; left
+            // there, or (run until it took a lock) in its code: on from it.
+            if !self.prerun.contains_key(&tid)
+                && !self.at_cut.contains(&e.tid)
+                && order.iter().any(|n| n.tid == e.tid)
+            {
+                let stop = self.run_ahead(e.tid, tid, order)?;
+                self.prerun.insert(tid, stop);
+            }
+            return Ok(true);
+        }
+        let mut stop = match self.prerun.remove(&tid) {
+            Some(stop) => stop,
+            None => self.run_on(tid, slice)?,
+        };
+        // Futex calls that changed nothing may be missing from the log
+        // (see `noop_futex`): a wake is answered "woke nobody"; a wait
+        // "the word moved on" once another thread has moved it (what the
+        // thread waits for happened, in the recording, while it ran).
+        for _ in 0..8 {
+            let ret = match stop {
+                Stop::SyscallEntry(regs) if is_futex_wake(&regs) => 0,
+                Stop::SyscallEntry(regs)
+                    if is_futex_wait(&regs)
+                        && self.move_word(e.tid, regs.rdi, regs.rdx as u32, order, signals)? =>
+                {
+                    -11 // EAGAIN
+                }
+                _ => break,
+            };
+            self.out.futex_noops_added += 1;
+            self.drv.emulate(tid, ret)?;
+            stop = self.run_on(tid, slice)?;
+        }
+        match stop {
+            Stop::Breakpoint(r)
+                if r.rip == ip && r.rdi == object && self.reached.remove(&tid) == Some(e.seq) => {}
+            other => {
+                let expected = format!(
+                    "{}({object:#x})",
+                    recorder_common::sync_name(op).unwrap_or("a sync function")
+                );
+                let actual = match other {
+                    Stop::Breakpoint(r) => sync_text(&r),
+                    Stop::SyscallEntry(r) => format!(
+                        "a syscall first: {}",
+                        call_text(r.orig_rax as u32, &[r.rdi, r.rsi, r.rdx])
+                    ),
+                    other => format!("{other:?}"),
+                };
+                self.diverge(Some(e.seq), e.tid, expected, actual);
+                return Ok(false);
+            }
+        }
+        if !self.at_cut.contains(&e.tid) && order.iter().any(|n| n.tid == e.tid) {
+            let stop = self.run_ahead(e.tid, tid, order)?;
+            self.prerun.insert(tid, stop);
         }
         Ok(true)
     }
@@ -1150,7 +1615,11 @@ impl<'a> Run<'a> {
         let slice = self.slice(rec, entered(next));
         self.debug_trapped.insert(tid);
         for _ in 0..4 {
-            match self.drv.run_until_write(tid, word, slice)? {
+            let stop = match self.step_over(tid)? {
+                Some(stop) => stop,
+                None => self.drv.run_until_write(tid, word, slice)?,
+            };
+            match self.as_breakpoint(tid, stop)? {
                 Stop::Reached if done(self.word_at(word)) => break,
                 Stop::Reached => {}
                 other => {
@@ -1165,6 +1634,16 @@ impl<'a> Run<'a> {
     /// Runs `tid` until it is in the state of recorded registers `regs`
     /// (and FPU/SSE state `fpregs`, if given): see `Driver::run_to_state`.
     fn run_to(&mut self, tid: u32, regs: &[u64], fpregs: &[u8]) -> Result<Stop, ReplayError> {
+        let armed = !self.armed.is_empty();
+        self.disarm()?;
+        let stop = self.run_to_state(tid, regs, fpregs);
+        if armed {
+            self.arm()?;
+        }
+        stop
+    }
+
+    fn run_to_state(&mut self, tid: u32, regs: &[u64], fpregs: &[u8]) -> Result<Stop, ReplayError> {
         self.debug_trapped.insert(tid);
         let live = &*self.live;
         let poke = |a: u64, d: &[u8]| live.write_memory(a, d);
@@ -1209,6 +1688,7 @@ impl<'a> Run<'a> {
                     Stop::Exited(_) => "the process exited".into(),
                     Stop::Signal(s) => format!("signal {s}"),
                     Stop::Other(what) => what.into(),
+                    Stop::Breakpoint(r) => sync_text(&r),
                     Stop::Reached | Stop::Timeout => unreachable!("handled above"),
                 };
                 let expected = format!("signal {sig} delivered at {:#x}", at[16]);
@@ -1774,7 +2254,14 @@ impl<'a> Run<'a> {
         call.orig_rax = nr::CLONE as u64;
         call.rdi = args.flags & !(0xff | CLONE_VFORK);
         (call.rsi, call.rdx, call.r10, call.r8) = (args.stack, args.ptid, args.ctid, args.tls);
-        let (ret, child) = self.drv.execute_fork(tid, call)?;
+        // The child must not inherit the sync breakpoints.
+        let armed = !self.armed.is_empty();
+        self.disarm()?;
+        let forked = self.drv.execute_fork(tid, call);
+        if armed {
+            self.arm()?;
+        }
+        let (ret, child) = forked?;
         if ret < 0 || child == 0 {
             self.diverge(
                 Some(e.seq),
@@ -1805,7 +2292,7 @@ impl<'a> Run<'a> {
     fn run_child(&mut self, pid: u32, live: &mut Restored) -> Result<ProcessOutcome, ReplayError> {
         let log = self.logs.remove(&pid).unwrap_or_default();
         let drv = self.drv.for_process(live.pid);
-        let mut run = Run::new(drv, pid, live, self.trace, self.known, self.eager);
+        let mut run = Run::new(drv, pid, live, self.trace, self.known, self.mode);
         run.logs = std::mem::take(&mut self.logs);
         run.next = self.next;
         run.next_execs = self.next_execs.clone();

@@ -60,8 +60,17 @@ const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_THREAD
     | libc::CLONE_SYSVSEM) as u64;
 
-/// Mappings the kernel provides, never recreated by mmap.
-const KERNEL_MAPPINGS: [&str; 4] = ["[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]"];
+/// Mappings the kernel provides, never recreated by mmap. Invariant: the
+/// first three are the vDSO's. `[uprobes]` is where the kernel steps
+/// through probed instructions of a process the recorder probed (sync
+/// probes): nothing of the program's.
+pub(crate) const KERNEL_MAPPINGS: [&str; 5] = [
+    "[vvar]",
+    "[vvar_vclock]",
+    "[vdso]",
+    "[vsyscall]",
+    "[uprobes]",
+];
 
 /// A recorded process rebuilt under ptrace by [`restore`]. The thread that
 /// called `restore` is its tracer (ptrace is per thread: use and drop it

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use crate::{Args, Event, EventKind, Output, SignalPhase, Syscall, FORMAT_VERSION, MAX_ARGS};
+use crate::{
+    Args, Event, EventKind, Output, SignalPhase, SyncPhase, Syscall, FORMAT_VERSION, MAX_ARGS,
+};
 
 /// Every `.tlf` file starts with 16 bytes: 4-byte magic, format version
 /// (u32 LE), 8 reserved zero bytes.
@@ -385,11 +387,20 @@ impl Encoder {
                     put_varint(m, (*target_tid).into());
                 }
                 EventKind::EpochMark { epoch } => put_varint(&mut s[S_MISC], (*epoch).into()),
-                EventKind::Sync { op, ip, object } => {
+                EventKind::Sync {
+                    op,
+                    phase,
+                    ip,
+                    value,
+                } => {
                     let m = &mut s[S_MISC];
                     put_varint(m, (*op).into());
+                    m.push(match phase {
+                        SyncPhase::Entry => 0,
+                        SyncPhase::Return => 1,
+                    });
                     put_varint(m, *ip);
-                    put_varint(m, *object);
+                    put_varint(m, *value);
                 }
             }
             s[S_TAG].push(tag);
@@ -698,8 +709,13 @@ impl FrameDecoder {
             },
             7 => EventKind::Sync {
                 op: self.var32(S_MISC)?,
+                phase: match self.byte(S_MISC)? {
+                    0 => SyncPhase::Entry,
+                    1 => SyncPhase::Return,
+                    _ => return Err("bad sync phase".into()),
+                },
                 ip: self.var(S_MISC)?,
-                object: self.var(S_MISC)?,
+                value: self.var(S_MISC)?,
             },
             _ => return Err("unknown event kind".into()),
         };
