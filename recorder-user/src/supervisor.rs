@@ -885,11 +885,10 @@ impl State {
         self.snapshots.remove(&tid);
         self.vforked.retain(|&p, &mut c| p != tid && c != tid);
         if let Some(t) = self.tracees.remove(&tid) {
-            if !self.tracees.values().any(|o| o.pid == t.pid) {
-                if self.procs.remove(&t.pid).is_some_and(|p| p.sync.is_some()) {
-                    if let Some(h) = self.sync_hooks.as_mut() {
-                        h.forget(t.pid);
-                    }
+            let last = !self.tracees.values().any(|o| o.pid == t.pid);
+            if last && self.procs.remove(&t.pid).is_some_and(|p| p.sync.is_some()) {
+                if let Some(h) = self.sync_hooks.as_mut() {
+                    h.forget(t.pid);
                 }
             }
         }
