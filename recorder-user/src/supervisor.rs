@@ -114,6 +114,30 @@ struct CutSync {
     backed_out: HashSet<u32>,
 }
 
+/// Threads run on through the kernel's return-probe trampoline (sync
+/// probes): its `uretprobe` syscall, which runs in the `[uprobes]` page
+/// replay does not have, is no place for a cut. At its entry stop the
+/// thread is resumed to the exit stop (registers as the function returned
+/// them), and from there to its next syscall.
+#[derive(Debug, Default)]
+struct Trampolines(HashSet<u32>);
+
+impl Trampolines {
+    /// At a syscall stop of `tid` (entry or exit): true if it was the
+    /// trampoline's and the thread runs on to its next syscall entry.
+    fn pass(&mut self, tid: u32) -> bool {
+        let entry = pt::getregs(tid)
+            .is_ok_and(|r| r.orig_rax == u64::from(recorder_common::nr::URETPROBE));
+        if !entry && !self.0.remove(&tid) {
+            return false;
+        }
+        if entry {
+            self.0.insert(tid);
+        }
+        pt::to_syscall(tid, None).is_ok()
+    }
+}
+
 impl CutSync {
     /// The one thread that was running its own code at this cut and is
     /// still there, when no other thread was running at all.
@@ -485,6 +509,8 @@ struct State {
     /// vfork parent tid → its child, until the child execs or exits (see
     /// `wait_stopped`).
     vforked: HashMap<u32, u32>,
+    /// Threads between the trampoline's syscall entry and exit stops.
+    trampolines: Trampolines,
     /// Attaches sync probes to processes with a second thread (None:
     /// `--no-sync-order`, or they could not be loaded).
     sync_hooks: Option<SyncHooks>,
@@ -532,6 +558,7 @@ impl State {
             awaiting_copy: HashSet::new(),
             vforked: HashMap::new(),
             sync_hooks: None,
+            trampolines: Trampolines::default(),
         }
     }
 
@@ -861,6 +888,9 @@ impl State {
                     && self.deferred.as_ref().is_none_or(|d| d.tid != tid)
                 {
                     self.startup_syscall(tid);
+                    return;
+                }
+                if self.sync_hooks.is_some() && self.trampolines.pass(tid) {
                     return;
                 }
                 match self.deferred.as_mut() {
@@ -1277,6 +1307,9 @@ impl State {
             }
             WaitStatus::PtraceSyscall(p) => {
                 let tid = p.as_raw() as u32;
+                if self.sync_hooks.is_some() && self.trampolines.pass(tid) {
+                    return vec![];
+                }
                 let awaited = self.deferred.as_ref().is_some_and(|d| d.tid == tid);
                 if self.starting.contains(&tid) && !awaited {
                     self.startup_goes_on(tid);

@@ -1492,6 +1492,10 @@ impl<'a> Run<'a> {
                         "a syscall first: {}",
                         call_text(r.orig_rax as u32, &[r.rdi, r.rsi, r.rdx])
                     ),
+                    Stop::Signal(sig) => match self.drv.regs(tid) {
+                        Ok(r) => format!("signal {sig} at {:#x} (sp {:#x})", r.rip, r.rsp),
+                        Err(_) => format!("signal {sig}"),
+                    },
                     other => format!("{other:?}"),
                 };
                 self.diverge(Some(e.seq), e.tid, expected, actual);
