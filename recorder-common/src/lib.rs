@@ -15,5 +15,5 @@ pub mod syscalls;
 
 pub use record::*;
 pub use signals::{signal_name, SIGNAL_NAMES};
-pub use sync::{sync_name, sync_op, sync_returns, RetSlot, SYNC_FUNCTIONS};
+pub use sync::{sync_name, sync_op, SYNC_FUNCTIONS};
 pub use syscalls::*;

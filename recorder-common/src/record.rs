@@ -135,14 +135,13 @@ pub struct SyncRec {
     /// Which function: an index into `sync::SYNC_FUNCTIONS` (the probe's
     /// attach cookie).
     pub op: u32,
-    /// 0: the thread entered the function; 1: it returned from it (only
-    /// functions that acquire, `sync::sync_returns`).
-    pub returned: u32,
-    /// Entry: the function's address. Return: the address returned to.
+    pub _pad: u32,
+    /// The user instruction pointer the probe saw (the function's entry,
+    /// or one past it: the daemon matches both against its probe points).
     pub ip: u64,
-    /// Entry: the function's first argument (the mutex, condition
-    /// variable, lock or semaphore). Return: its return value.
-    pub value: u64,
+    /// The function's first argument: the mutex, condition variable,
+    /// lock or semaphore.
+    pub object: u64,
 }
 
 /// Longest exec path recorded; longer ones are cut and flagged.
@@ -307,6 +306,4 @@ mod pod {
     unsafe impl aya::Pod for crate::syscalls::SyscallSpec {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TidState {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for crate::sync::RetSlot {}
 }

@@ -39,33 +39,6 @@ pub const SYNC_FUNCTIONS: [&str; 24] = [
     "sem_post",
 ];
 
-/// Ops that only release or signal (mutex_unlock, cond_signal,
-/// cond_broadcast, rwlock_unlock, sem_post): their entry is all replay
-/// needs. Every other one acquires something (a lock, a wakeup, a count),
-/// and its return is recorded too: when the thread held what it acquired.
-/// Invariant: bits of `SYNC_FUNCTIONS` indexes (checked by a test).
-pub const SYNC_RELEASES: u32 = 1 << 4 | 1 << 8 | 1 << 9 | 1 << 18 | 1 << 23;
-
-/// Whether op `op`'s returns are recorded (it acquires).
-pub const fn sync_returns(op: u32) -> bool {
-    (op as usize) < SYNC_FUNCTIONS.len() && SYNC_RELEASES & (1 << op) == 0
-}
-
-/// While a thread is inside a function whose return is probed, the kernel
-/// has replaced its return address on the stack with that of its
-/// trampoline (in the `[uprobes]` page, which replay does not have). The
-/// entry program keeps the original here, by process and stack slot, until
-/// the return; checkpoints store the original in its place.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RetSlot {
-    pub tgid: u64,
-    /// Address of the return address on the stack (rsp at entry).
-    pub slot: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<RetSlot>() == 16);
-
 /// The name of op `op`, if it is one.
 pub fn sync_name(op: u32) -> Option<&'static str> {
     SYNC_FUNCTIONS.get(op as usize).copied()
@@ -77,24 +50,4 @@ pub fn sync_op(name: &str) -> Option<u32> {
         .iter()
         .position(|&n| n == name)
         .map(|i| i as u32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn releases_are_the_named_ones() {
-        let releases: [&str; 5] = [
-            "pthread_mutex_unlock",
-            "pthread_cond_signal",
-            "pthread_cond_broadcast",
-            "pthread_rwlock_unlock",
-            "sem_post",
-        ];
-        for (op, name) in SYNC_FUNCTIONS.iter().enumerate() {
-            assert_eq!(sync_returns(op as u32), !releases.contains(name), "{name}");
-        }
-        assert!(!sync_returns(SYNC_FUNCTIONS.len() as u32));
-    }
 }

@@ -583,8 +583,6 @@ pub mod nr {
     pub const RESTART_SYSCALL: u32 = 219;
     pub const EXECVEAT: u32 = 322;
     pub const CLONE3: u32 = 435;
-    /// The kernel's return-probe trampoline calls it (x86-64, 6.11+).
-    pub const URETPROBE: u32 = 335;
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use aya_ebpf::{
             bpf_send_signal_thread, bpf_task_pt_regs,
         },
     },
-    macros::{map, raw_tracepoint, tracepoint, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, tracepoint, uprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, TracePointContext},
 };
 use recorder_common::*;
 
@@ -52,13 +52,6 @@ static SCRATCH: PerCpuArray<ChunkRec> = PerCpuArray::with_max_entries(1, 0);
 /// what does not fit.
 #[map]
 static THROTTLE: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Original return addresses of threads inside a function whose return is
-/// probed (see `RetSlot`). Invariant: entries are removed at the return;
-/// those of a thread that never returns (killed, exec'd) stay, and the
-/// daemon checks a slot still holds the trampoline before using one.
-#[map]
-static RETSLOTS: HashMap<RetSlot, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Output segments of the syscall being recorded on this CPU. A syscall
 /// whose outputs need more is marked incomplete, never silently cut.
@@ -860,12 +853,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         }
         _ => return 0,
     };
-    if nr == nr::URETPROBE {
-        // The kernel's return-probe trampoline (sync_ret), not the program.
-        // Its entry is kept like any other so that this exit, whose
-        // registers the call rewrote (orig_ax -1), is known for it.
-        return 0;
-    }
     // restart_syscall resumes an interrupted call with its registers and
     // writes that call's outputs: plan them by its row.
     let mut spec_nr = nr;
@@ -1017,61 +1004,23 @@ pub fn sync_op(ctx: ProbeContext) -> u32 {
         return 0;
     }
     // SAFETY: the context is the trapped thread's user registers.
-    let (ip, object, sp) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rdi, (*ctx.regs).rsp) };
-    let op = sync_out(ctx.regs.cast(), pid_tgid, 0, ip, object);
-    if sync_returns(op) {
-        let key = RetSlot {
-            tgid: pid_tgid >> 32,
-            slot: sp,
-        };
-        // SAFETY: a user read, checked.
-        if let Ok(ret) = unsafe { bpf_probe_read_user(sp as *const u64) } {
-            let _ = RETSLOTS.insert(&key, &ret, 0);
-        }
-    }
-    0
-}
-
-/// A target thread returned from a probed function that acquires (a lock
-/// taken, a wait over): when it held what it acquired, which its entry
-/// does not tell (the probe's own trap can delay the acquisition by
-/// microseconds).
-#[uretprobe]
-pub fn sync_ret(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target(pid_tgid as u32) {
-        return 0;
-    }
-    // SAFETY: the context is the returning thread's user registers.
-    let (ip, value, sp) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rax, (*ctx.regs).rsp) };
-    sync_out(ctx.regs.cast(), pid_tgid, 1, ip, value);
-    let key = RetSlot {
-        tgid: pid_tgid >> 32,
-        slot: sp.wrapping_sub(8),
-    };
-    let _ = RETSLOTS.remove(&key);
-    0
-}
-
-/// Writes a sync record; returns its op.
-#[inline(always)]
-fn sync_out(ctx: *mut core::ffi::c_void, pid_tgid: u64, returned: u32, ip: u64, value: u64) -> u32 {
-    // SAFETY: plain helper call on the program's context.
-    let op = unsafe { bpf_get_attach_cookie(ctx) } as u32;
+    let (ip, object) = unsafe { ((*ctx.regs).rip, (*ctx.regs).rdi) };
+    // SAFETY: plain helper call on this program's context.
+    let op = unsafe { bpf_get_attach_cookie(ctx.regs.cast()) } as u32;
     let hdr = header(REC_SYNC, pid_tgid);
     let rec = SyncRec {
         hdr,
         op,
-        returned,
+        _pad: 0,
         ip,
-        value,
+        object,
     };
     data_out(
         hdr.cpu,
         &rec as *const SyncRec as *const u8,
         core::mem::size_of::<SyncRec>(),
     );
-    op
+    0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_fork")]

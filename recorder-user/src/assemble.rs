@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use recorder_common::*;
-use tracelog::{Args, Event, EventKind, Output, SignalPhase, SyncPhase, Syscall};
+use tracelog::{Args, Event, EventKind, Output, SignalPhase, Syscall};
 
 use crate::decode::Record;
 
@@ -168,13 +168,8 @@ impl Assembler {
                 &s.hdr,
                 EventKind::Sync {
                     op: s.op,
-                    phase: if s.returned != 0 {
-                        SyncPhase::Return
-                    } else {
-                        SyncPhase::Entry
-                    },
                     ip: s.ip,
-                    value: s.value,
+                    object: s.object,
                 },
             )),
             Record::Signal(s) => {

@@ -246,14 +246,13 @@ impl Probe {
         )
         .map_err(map_err("THROTTLE"))?;
         // Loaded now (verified once), attached per multithreaded process.
-        let sync_unavailable = crate::sync_hook::PROGRAMS.into_iter().find_map(|name| {
-            ebpf.program_mut(name)
-                .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
-                .and_then(<&mut UProbe>::try_from)
-                .and_then(|p| p.load())
-                .err()
-                .map(|e| format!("{name}: {e}"))
-        });
+        let sync_unavailable = ebpf
+            .program_mut(crate::sync_hook::PROGRAM)
+            .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
+            .and_then(<&mut UProbe>::try_from)
+            .and_then(|p| p.load())
+            .err()
+            .map(|e| e.to_string());
         let filter = std::sync::Arc::new(std::sync::Mutex::new(Filter { tids, throttle }));
         Ok(Probe {
             ebpf: std::sync::Arc::new(std::sync::Mutex::new(ebpf)),
@@ -268,7 +267,7 @@ impl Probe {
     pub fn sync_hooks(&self) -> Result<SyncHooks, String> {
         match &self.sync_unavailable {
             Some(why) => Err(why.clone()),
-            None => SyncHooks::new(self.ebpf.clone()),
+            None => Ok(SyncHooks::new(self.ebpf.clone())),
         }
     }
 

@@ -36,7 +36,7 @@ use tracelog::{
 use crate::{
     dirty::{self, TrackWrites, Tracker},
     probe::{Held, SharedFilter, THROTTLE_SIGNAL},
-    sync_hook::{Hooked, SyncHooks, Unprobe},
+    sync_hook::{unprobe_page, Hooked, SyncHooks},
     sys::{
         self,
         ptrace::{self as pt, Mem, Regs},
@@ -112,30 +112,6 @@ struct CutSync {
     in_user: HashSet<u32>,
     /// Cut at a syscall entry they ran on to.
     backed_out: HashSet<u32>,
-}
-
-/// Threads run on through the kernel's return-probe trampoline (sync
-/// probes): its `uretprobe` syscall, which runs in the `[uprobes]` page
-/// replay does not have, is no place for a cut. At its entry stop the
-/// thread is resumed to the exit stop (registers as the function returned
-/// them), and from there to its next syscall.
-#[derive(Debug, Default)]
-struct Trampolines(HashSet<u32>);
-
-impl Trampolines {
-    /// At a syscall stop of `tid` (entry or exit): true if it was the
-    /// trampoline's and the thread runs on to its next syscall entry.
-    fn pass(&mut self, tid: u32) -> bool {
-        let entry = pt::getregs(tid)
-            .is_ok_and(|r| r.orig_rax == u64::from(recorder_common::nr::URETPROBE));
-        if !entry && !self.0.remove(&tid) {
-            return false;
-        }
-        if entry {
-            self.0.insert(tid);
-        }
-        pt::to_syscall(tid, None).is_ok()
-    }
 }
 
 impl CutSync {
@@ -466,7 +442,7 @@ struct Proc {
     sync_tried: bool,
     /// Probed addresses of its mappings, with the bytes probes replace,
     /// as of its last cut: put back in the pages it stores.
-    unprobe: Unprobe,
+    unprobe: Vec<(u64, u8)>,
 }
 
 struct State {
@@ -509,8 +485,6 @@ struct State {
     /// vfork parent tid → its child, until the child execs or exits (see
     /// `wait_stopped`).
     vforked: HashMap<u32, u32>,
-    /// Threads between the trampoline's syscall entry and exit stops.
-    trampolines: Trampolines,
     /// Attaches sync probes to processes with a second thread (None:
     /// `--no-sync-order`, or they could not be loaded).
     sync_hooks: Option<SyncHooks>,
@@ -558,7 +532,6 @@ impl State {
             awaiting_copy: HashSet::new(),
             vforked: HashMap::new(),
             sync_hooks: None,
-            trampolines: Trampolines::default(),
         }
     }
 
@@ -890,9 +863,6 @@ impl State {
                     self.startup_syscall(tid);
                     return;
                 }
-                if self.sync_hooks.is_some() && self.trampolines.pass(tid) {
-                    return;
-                }
                 match self.deferred.as_mut() {
                     Some(d) if d.tid == tid => {
                         // The cut the checkpoint waited for: take it now.
@@ -915,11 +885,8 @@ impl State {
         self.snapshots.remove(&tid);
         self.vforked.retain(|&p, &mut c| p != tid && c != tid);
         if let Some(t) = self.tracees.remove(&tid) {
-            let last = !self.tracees.values().any(|o| o.pid == t.pid);
-            if last && self.procs.remove(&t.pid).is_some_and(|p| p.sync.is_some()) {
-                if let Some(h) = self.sync_hooks.as_mut() {
-                    h.forget(t.pid);
-                }
+            if !self.tracees.values().any(|o| o.pid == t.pid) {
+                self.procs.remove(&t.pid);
             }
         }
         if Some(tid) == self.opts.launch_root {
@@ -1004,23 +971,20 @@ impl State {
     }
 
     /// The probed addresses of `maps` with the bytes the probes replace.
-    fn unprobe_points(&self, pid: u32, maps: &[sys::MapEntry]) -> Unprobe {
+    fn unprobe_points(&self, maps: &[sys::MapEntry]) -> Vec<(u64, u8)> {
         self.sync_hooks
             .as_ref()
-            .map(|h| h.unprobe(pid, maps))
+            .map(|h| h.points_in(maps))
             .unwrap_or_default()
     }
 
     /// After an exec: a new vDSO, no page history; the same children.
     fn new_image(&mut self, pid: u32) {
-        let (zombies, probed) = self
+        let zombies = self
             .procs
             .remove(&pid)
-            .map(|p| (p.zombies, p.sync.is_some()))
+            .map(|p| p.zombies)
             .unwrap_or_default();
-        if let (true, Some(h)) = (probed, self.sync_hooks.as_mut()) {
-            h.forget(pid);
-        }
         self.procs.insert(
             pid,
             Proc {
@@ -1307,9 +1271,6 @@ impl State {
             }
             WaitStatus::PtraceSyscall(p) => {
                 let tid = p.as_raw() as u32;
-                if self.sync_hooks.is_some() && self.trampolines.pass(tid) {
-                    return vec![];
-                }
                 let awaited = self.deferred.as_ref().is_some_and(|d| d.tid == tid);
                 if self.starting.contains(&tid) && !awaited {
                     self.startup_goes_on(tid);
@@ -1915,7 +1876,7 @@ impl State {
                 stored: stored(m),
             });
         }
-        let unprobe = self.unprobe_points(pid, &maps);
+        let unprobe = self.unprobe_points(&maps);
         let proc = self.procs.entry(pid).or_default();
         proc.unprobe = unprobe;
         // No page history (first checkpoint, or after an exec): store all.
@@ -2372,7 +2333,7 @@ impl State {
                 Err(_) => return,
             }
         }
-        let unprobe = self.unprobe_points(pid, &sys::maps(pid).unwrap_or_default());
+        let unprobe = self.unprobe_points(&sys::maps(pid).unwrap_or_default());
         if let Some(proc) = self.procs.get_mut(&pid) {
             proc.unprobe = unprobe;
         }
@@ -2623,7 +2584,8 @@ enum Snapshot {
 
 /// Whether a mapping's contents belong in a checkpoint: private or writable
 /// memory, except what the kernel provides anew ([vvar], [vsyscall], the
-/// [uprobes] page sync probes step through) and inaccessible guard regions.
+/// [uprobes] page where sync probes step through probed instructions) and
+/// inaccessible guard regions.
 fn stored(m: &sys::MapEntry) -> bool {
     let special = matches!(
         m.path.as_str(),
@@ -2642,7 +2604,7 @@ fn store_range(
     start: u64,
     end: u64,
     hashes: &mut HashMap<u64, u128>,
-    unprobe: &Unprobe,
+    unprobe: &[(u64, u8)],
     sink: &mut PageSink,
 ) -> u64 {
     const CHUNK: usize = 1 << 20;
@@ -2672,23 +2634,24 @@ fn store_range(
 }
 
 /// Stores each page of `data` (read at `addr`) that changed since it was
-/// last stored, with what sync probes changed (`unprobe`) put back.
-/// Returns pages stored.
+/// last stored, with the bytes sync probes replaced (`unprobe`, sorted by
+/// address) put back. Returns pages stored.
 fn store_pages(
     pid: u32,
     addr: u64,
     data: &[u8],
     hashes: &mut HashMap<u64, u128>,
-    unprobe: &Unprobe,
+    unprobe: &[(u64, u8)],
     sink: &mut PageSink,
 ) -> u64 {
     let mut stored = 0;
     let mut unprobed = [0u8; PAGE as usize];
     for (i, page) in data.chunks_exact(PAGE as usize).enumerate() {
         let a = addr + i as u64 * PAGE;
-        let page = if unprobe.touches(a, PAGE) {
+        let from = unprobe.partition_point(|&(p, _)| p < a);
+        let page = if unprobe.get(from).is_some_and(|&(p, _)| p < a + PAGE) {
             unprobed.copy_from_slice(page);
-            unprobe.page(a, &mut unprobed);
+            unprobe_page(unprobe, a, &mut unprobed);
             &unprobed[..]
         } else {
             page

@@ -17,7 +17,6 @@ use std::{
 };
 
 use aya::{
-    maps::MapData,
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope},
         UProbe,
@@ -25,14 +24,12 @@ use aya::{
     Ebpf,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
-use recorder_common::{sync_op, sync_returns, RetSlot};
+use recorder_common::sync_op;
 
 use crate::sys;
 
-/// The loaded programs' names in the eBPF object: at the functions'
-/// entries, and at the returns of those that acquire
-/// (`recorder_common::sync_returns`).
-pub const PROGRAMS: [&str; 2] = ["sync_op", "sync_ret"];
+/// The loaded program's name in the eBPF object.
+pub const PROGRAM: &str = "sync_op";
 
 /// One function of a library: its op code, file offset and first byte.
 #[derive(Debug, Clone, Copy)]
@@ -45,8 +42,6 @@ struct Entry {
 /// Attaches the sync probes to processes.
 pub struct SyncHooks {
     ebpf: Arc<Mutex<Ebpf>>,
-    /// `RETSLOTS` (see `recorder_common::RetSlot`).
-    retslots: aya::maps::HashMap<MapData, RetSlot, u64>,
     /// Library path → its functions (deduplicated by offset: aliases such
     /// as versioned symbols share one entry).
     libs: HashMap<PathBuf, Arc<Vec<Entry>>>,
@@ -91,25 +86,17 @@ impl Drop for Hooked {
 }
 
 impl SyncHooks {
-    /// `ebpf` holds the loaded (not attached) [`PROGRAMS`] and the
-    /// `RETSLOTS` map, which this takes.
-    pub fn new(ebpf: Arc<Mutex<Ebpf>>) -> Result<SyncHooks, String> {
-        let map = ebpf
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_map("RETSLOTS")
-            .ok_or("the RETSLOTS map is missing")?;
-        let retslots = aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())?;
+    /// `ebpf` holds the loaded (not attached) [`PROGRAM`].
+    pub fn new(ebpf: Arc<Mutex<Ebpf>>) -> SyncHooks {
         let (dropper, links) = mpsc::channel::<Vec<UProbeLink>>();
         let _ = std::thread::Builder::new()
             .name("uniplay-unhook".into())
             .spawn(move || links.into_iter().for_each(drop));
-        Ok(SyncHooks {
+        SyncHooks {
             ebpf,
-            retslots,
             libs: HashMap::new(),
             dropper,
-        })
+        }
     }
 
     /// Probes the synchronisation functions of the C library (and
@@ -129,91 +116,47 @@ impl SyncHooks {
             points: Vec::new(),
             dropper: self.dropper.clone(),
         };
-        let scope = UProbeScope::OneProcess(
-            std::num::NonZeroU32::new(pid).ok_or("process 0 cannot be probed")?,
-        );
         for lib in libs {
             let entries = self.entries(Path::new(lib))?;
             let ebpf = self.ebpf.clone();
             let mut ebpf = ebpf.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, program) in PROGRAMS.into_iter().enumerate() {
-                let prog: &mut UProbe = ebpf
-                    .program_mut(program)
-                    .ok_or("a sync probe program is missing")?
-                    .try_into()
-                    .map_err(|e| format!("{e}"))?;
-                let returns = i == 1;
-                for e in entries.iter().filter(|e| !returns || sync_returns(e.op)) {
-                    let Some(m) = maps.iter().find(|m| {
-                        m.path == lib
-                            && m.perms.contains('x')
-                            && (m.offset..m.offset + (m.end - m.start)).contains(&e.offset)
-                    }) else {
-                        continue;
-                    };
-                    let point = UProbeAttachPoint {
-                        location: UProbeAttachLocation::AbsoluteOffset(e.offset),
-                        cookie: Some(e.op.into()),
-                    };
-                    let id = prog
-                        .attach(point, lib, scope)
-                        .map_err(|err| format!("probing {lib}: {err}"))?;
-                    let link = prog.take_link(id).map_err(|err| format!("{err}"))?;
-                    hooked.links.push(link);
-                    if !returns {
-                        hooked.points.push((m.start + e.offset - m.offset, e.byte));
-                    }
-                }
+            let prog: &mut UProbe = ebpf
+                .program_mut(PROGRAM)
+                .ok_or("the sync probe program is missing")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            let scope = UProbeScope::OneProcess(
+                std::num::NonZeroU32::new(pid).ok_or("process 0 cannot be probed")?,
+            );
+            for e in entries.iter() {
+                let Some(m) = maps.iter().find(|m| {
+                    m.path == lib
+                        && m.perms.contains('x')
+                        && (m.offset..m.offset + (m.end - m.start)).contains(&e.offset)
+                }) else {
+                    continue;
+                };
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(e.offset),
+                    cookie: Some(e.op.into()),
+                };
+                let id = prog
+                    .attach(point, lib, scope)
+                    .map_err(|err| format!("probing {lib}: {err}"))?;
+                let link = prog.take_link(id).map_err(|err| format!("{err}"))?;
+                hooked.links.push(link);
+                hooked.points.push((m.start + e.offset - m.offset, e.byte));
             }
         }
         hooked.points.sort_unstable();
         Ok((!hooked.points.is_empty()).then_some(hooked))
     }
 
-    /// What sync probes changed in the memory of process `pid` (`maps`):
-    /// the first byte of every function probed in any process, whether or
-    /// not this one is probed (a child forked from a probed one has the
-    /// breakpoints in its copy of the pages until it runs into them), and
-    /// the return addresses of its threads inside functions whose return
-    /// is probed.
-    pub fn unprobe(&self, pid: u32, maps: &[sys::MapEntry]) -> Unprobe {
-        let mut slots: Vec<(u64, u64)> = Vec::new();
-        let tramp = maps
-            .iter()
-            .find(|m| m.path == "[uprobes]")
-            .map_or(0..0, |m| m.start..m.end);
-        if !tramp.is_empty() {
-            for key in self.retslots.keys().filter_map(Result::ok) {
-                if key.tgid == u64::from(pid) {
-                    if let Ok(orig) = self.retslots.get(&key, 0) {
-                        slots.push((key.slot, orig));
-                    }
-                }
-            }
-            slots.sort_unstable();
-        }
-        Unprobe {
-            bytes: self.points_in(maps),
-            slots,
-            tramp,
-        }
-    }
-
-    /// Forgets the return addresses kept for process `pid` (gone, or a new
-    /// image).
-    pub fn forget(&mut self, pid: u32) {
-        let stale: Vec<RetSlot> = self
-            .retslots
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.tgid == u64::from(pid))
-            .collect();
-        for k in stale {
-            let _ = self.retslots.remove(&k);
-        }
-    }
-
-    fn points_in(&self, maps: &[sys::MapEntry]) -> Vec<(u64, u8)> {
+    /// The addresses in `maps` of every function probed in any process,
+    /// with the bytes a probe replaces there (sorted): whether or not this
+    /// process is probed (a child forked from a probed one has the
+    /// breakpoints in its copy of the pages until it runs into them).
+    pub fn points_in(&self, maps: &[sys::MapEntry]) -> Vec<(u64, u8)> {
         let mut points = Vec::new();
         for m in maps {
             let Some(entries) = self.libs.get(Path::new(&m.path)) else {
@@ -278,56 +221,18 @@ fn sync_entries(data: &[u8]) -> Result<Vec<Entry>, object::Error> {
     Ok(out)
 }
 
-/// What sync probes changed in a process's memory, to put back in the
-/// pages checkpoints store (see [`SyncHooks::unprobe`]).
-#[derive(Debug, Default, Clone)]
-pub struct Unprobe {
-    /// Breakpoint addresses and the bytes they replaced, sorted.
-    bytes: Vec<(u64, u8)>,
-    /// Stack slots and the return addresses the kernel replaced there
-    /// with its trampoline's (an address in `tramp`), sorted.
-    slots: Vec<(u64, u64)>,
-    tramp: std::ops::Range<u64>,
-}
-
-impl Unprobe {
-    /// Whether anything lies in `[addr, addr + len)`.
-    pub fn touches(&self, addr: u64, len: u64) -> bool {
-        let end = addr + len;
-        let b = self.bytes.partition_point(|&(a, _)| a < addr);
-        let s = self.slots.partition_point(|&(a, _)| a + 8 <= addr);
-        self.bytes.get(b).is_some_and(|&(a, _)| a < end)
-            || self.slots.get(s).is_some_and(|&(a, _)| a < end)
+/// Puts back, in `page` (read at `addr`), the bytes the probes replaced.
+/// Returns whether it changed anything.
+pub fn unprobe_page(points: &[(u64, u8)], addr: u64, page: &mut [u8]) -> bool {
+    let end = addr + page.len() as u64;
+    let from = points.partition_point(|&(a, _)| a < addr);
+    let mut changed = false;
+    for &(a, byte) in points[from..].iter().take_while(|&&(a, _)| a < end) {
+        let b = &mut page[(a - addr) as usize];
+        changed |= *b != byte;
+        *b = byte;
     }
-
-    /// Puts back, in `page` (read at `addr`), what the probes changed: a
-    /// return slot only if it still holds the trampoline's address (the
-    /// thread may have died inside, and the slot be reused). Returns
-    /// whether it changed anything.
-    pub fn page(&self, addr: u64, page: &mut [u8]) -> bool {
-        let end = addr + page.len() as u64;
-        let from = self.bytes.partition_point(|&(a, _)| a < addr);
-        let mut changed = false;
-        for &(a, byte) in self.bytes[from..].iter().take_while(|&&(a, _)| a < end) {
-            let b = &mut page[(a - addr) as usize];
-            changed |= *b != byte;
-            *b = byte;
-        }
-        for &(slot, orig) in &self.slots {
-            // Only whole slots inside the page (stacks are 8-aligned).
-            if slot < addr || slot + 8 > end {
-                continue;
-            }
-            let at = (slot - addr) as usize;
-            let word = &mut page[at..at + 8];
-            let now = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            if self.tramp.contains(&now) {
-                word.copy_from_slice(&orig.to_le_bytes());
-                changed = true;
-            }
-        }
-        changed
-    }
+    changed
 }
 
 #[cfg(test)]
@@ -360,35 +265,12 @@ mod tests {
     }
 
     #[test]
-    fn unprobe_puts_back_only_what_lies_inside() {
-        let u = Unprobe {
-            bytes: vec![(0x0fff, 1), (0x1000, 2), (0x1ffe, 3), (0x2000, 4)],
-            slots: Vec::new(),
-            tramp: 0..0,
-        };
+    fn unprobe_page_puts_back_only_points_inside() {
+        let points = [(0x0fff, 1), (0x1000, 2), (0x1ffe, 3), (0x2000, 4)];
         let mut page = vec![0xcc; 0x1000];
-        assert!(u.touches(0x1000, 0x1000) && !u.touches(0x3000, 0x1000));
-        assert!(u.page(0x1000, &mut page));
+        assert!(unprobe_page(&points, 0x1000, &mut page));
         assert_eq!((page[0], page[0xffe], page[0xfff]), (2, 3, 0xcc));
-        assert!(!u.page(0x1000, &mut page));
-    }
-
-    #[test]
-    fn unprobe_restores_return_addresses_still_hijacked() {
-        let tramp = 0x7fff_ffff_e000..0x7fff_ffff_f000;
-        let u = Unprobe {
-            bytes: Vec::new(),
-            slots: vec![(0x1010, 0x5555_1234), (0x1020, 0x5555_5678)],
-            tramp: tramp.clone(),
-        };
-        let mut page = vec![0u8; 0x1000];
-        page[0x10..0x18].copy_from_slice(&tramp.start.to_le_bytes());
-        // 0x1020 no longer holds the trampoline: left alone.
-        page[0x20..0x28].copy_from_slice(&42u64.to_le_bytes());
-        assert!(u.touches(0x1000, 0x1000));
-        assert!(u.page(0x1000, &mut page));
-        assert_eq!(&page[0x10..0x18], &0x5555_1234u64.to_le_bytes());
-        assert_eq!(&page[0x20..0x28], &42u64.to_le_bytes());
+        assert!(!unprobe_page(&points, 0x1000, &mut page));
     }
 
     #[test]

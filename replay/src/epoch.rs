@@ -11,14 +11,13 @@
 //! sent anywhere.
 
 use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
 use recorder_common::{nr, spec, ACTION_EXECUTE, SLOT_INPUT};
 use serde::Serialize;
-use tracelog::{Event, EventKind, SignalPhase, SyncPhase, Syscall, Trace};
+use tracelog::{Event, EventKind, SignalPhase, Syscall, Trace};
 
 use crate::{
     compare::{compare, Difference},
@@ -732,9 +731,6 @@ struct Run<'a> {
     /// their way to a syscall made inside the function: a contended lock).
     reached: HashMap<u32, u64>,
     passed: HashSet<u64>,
-    /// Timed: threads to run ahead once the log reaches a time (the return
-    /// of their syscall): (time, that syscall's seq, recorded tid).
-    resumes: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Recorded siginfo of delivered signals, by recorded tid.
     siginfos: HashMap<u32, VecDeque<Delivery>>,
     /// The syscall being handled is its thread's (process's) last in the
@@ -807,7 +803,6 @@ impl<'a> Run<'a> {
             sync_queue: HashMap::new(),
             reached: HashMap::new(),
             passed: HashSet::new(),
-            resumes: BinaryHeap::new(),
             siginfos: HashMap::new(),
             last_of_thread: false,
             last_of_process: false,
@@ -978,12 +973,11 @@ impl<'a> Run<'a> {
             if self.sync_on && !self.sync_unmapped.is_empty() {
                 self.arm()?;
             }
-            self.run_resumes(&order, &signals)?;
             let Some(e) = order.pop_front() else {
                 break;
             };
-            if let EventKind::Sync { op, ip, value, .. } = e.kind {
-                if !self.sync_event(&e, (op, ip, value), &order, &signals)? {
+            if let EventKind::Sync { op, ip, object } = e.kind {
+                if !self.sync_event(&e, (op, ip, object), &order, &signals)? {
                     return Ok(false);
                 }
                 continue;
@@ -1039,7 +1033,9 @@ impl<'a> Run<'a> {
                 }
             };
             if let Stop::Breakpoint(_) = stop {
-                // Run ahead to a sync entry the log does not have.
+                // Run ahead to a sync entry placed after this syscall made
+                // inside it (a lock's wait), or one the log does not have.
+                self.hold_lock_for(&e, &order, &signals)?;
                 stop = self.run_to_syscall(tid, slice)?;
             }
             while let Stop::Signal(sig) = stop {
@@ -1069,7 +1065,6 @@ impl<'a> Run<'a> {
                 if !self.rdtsc(&e, sc, tid, stop)? {
                     return Ok(false);
                 }
-                self.resume_later(&e, &order);
                 continue;
             }
             // Futex calls that changed nothing (see `noop_futex`) come and go
@@ -1125,7 +1120,6 @@ impl<'a> Run<'a> {
                     // to its next syscall now, so what it does between
                     // syscalls (an uncontended unlock, say) is visible to the
                     // others, as it was when they ran at the same time.
-                    self.resume_later(&e, &order);
                     if let Some(n) = order.iter().find(|n| n.tid == e.tid) {
                         if self.mode == Interleave::Eager && !self.at_cut.contains(&e.tid) {
                             self.hold_lock_for(n, &order, &signals)?;
@@ -1161,68 +1155,56 @@ impl<'a> Run<'a> {
         Ok(true)
     }
 
-    /// Timed: the process's sync events merged into its log by time, and
+    /// Timed: the process's sync events merged into its log, and
     /// breakpoints armed at the functions they entered.
     ///
-    /// An entry into a function that acquires is ordered at its return
-    /// (when the thread held what it acquired: entries are stamped before
-    /// the probe's own trap, which can delay the acquisition past another
-    /// thread's release); others at their entry (a release happens after
-    /// it, and before anyone's acquisition of what it released returns).
-    /// Return events only give those times.
+    /// A sync event is placed just before its thread's next event (a
+    /// syscall entry, the next sync call's entry): by then what the call
+    /// did (a lock taken or let go) was surely done, whereas the entry's
+    /// own time can come well before its effect (the probe's trap, or a
+    /// preemption right after it, delays it past other threads' events).
+    /// So a critical section is placed at its end, and critical sections
+    /// on one lock, which do not overlap, keep their order. A thread that
+    /// in the recording found the lock taken earlier than that waits for
+    /// it here too (`hold_lock_for`), and one that found a lock let go
+    /// earlier makes its holder let go (`move_word`).
     fn merge_syncs(
         &mut self,
         order: VecDeque<Event>,
         syncs: Vec<Event>,
     ) -> Result<VecDeque<Event>, ReplayError> {
-        let mut entries: Vec<Event> = Vec::new();
-        // Per thread: the acquiring calls under way (index in `entries`).
-        let mut open: HashMap<u32, Vec<usize>> = HashMap::new();
-        for e in syncs {
-            let EventKind::Sync { op, phase, .. } = e.kind else {
-                continue;
-            };
-            let calls = open.entry(e.tid).or_default();
-            match phase {
-                SyncPhase::Entry => {
-                    if recorder_common::sync_returns(op) {
-                        calls.push(entries.len());
-                    }
-                    entries.push(e);
-                }
-                SyncPhase::Return => {
-                    while let Some(i) = calls.pop() {
-                        if matches!(entries[i].kind, EventKind::Sync { op: o, .. } if o == op) {
-                            entries[i].time_ns = e.time_ns;
-                            break;
-                        }
-                    }
-                }
-            }
+        let mut starts: HashMap<u32, Vec<u64>> = HashMap::new();
+        for e in order.iter().chain(&syncs) {
+            starts.entry(e.tid).or_default().push(entered(e));
+        }
+        for v in starts.values_mut() {
+            v.sort_unstable();
         }
         let mut points: Vec<u64> = Vec::new();
-        for e in &entries {
-            if let EventKind::Sync { ip, value, .. } = e.kind {
-                points.push(ip);
-                self.sync_queue
-                    .entry(e.tid)
-                    .or_default()
-                    .push_back((e.seq, ip, value));
-            }
+        let mut placed: Vec<Event> = Vec::with_capacity(syncs.len());
+        for e in syncs {
+            let EventKind::Sync { ip, object, .. } = e.kind else {
+                continue;
+            };
+            points.push(ip);
+            self.sync_queue
+                .entry(e.tid)
+                .or_default()
+                .push_back((e.seq, ip, object));
+            let next = starts
+                .get(&e.tid)
+                .and_then(|v| v.iter().find(|&&t| t > e.time_ns).copied());
+            let at = next.map_or(e.time_ns, |t| t - 1);
+            placed.push(Event { time_ns: at, ..e });
         }
         points.sort_unstable();
         points.dedup();
         self.sync_unmapped = points;
         self.sync_on = true;
         self.arm()?;
-        let mut order: VecDeque<Event> = order.into_iter().chain(entries).collect();
+        let mut order: VecDeque<Event> = order.into_iter().chain(placed).collect();
         schedule_by_entry(&mut order);
         hoist_clones(&mut order);
-        // Each thread's code from the checkpoint on runs first, as it did
-        // from the cut (a lock taken right after it, say).
-        for &rec in self.live.tids.keys() {
-            self.resumes.push(Reverse((self.start_ns, 0, rec)));
-        }
         Ok(order)
     }
 
@@ -1369,63 +1351,29 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Timed: runs recorded thread `rec` (live `tid`) ahead to where its
-    /// next event in `order` begins: a syscall entry, or a sync breakpoint
-    /// if that event is a sync event.
+    /// Timed: runs recorded thread `rec` (live `tid`) ahead to its next
+    /// recorded point: a syscall entry, or the entry of its next sync call
+    /// (which may come later in `order`: it is placed at its return).
     fn run_ahead(
         &mut self,
         rec: u32,
         tid: u32,
         order: &VecDeque<Event>,
+        signals: &HashMap<u64, Vec<u32>>,
     ) -> Result<Stop, ReplayError> {
         let next = order.iter().find(|n| n.tid == rec);
+        if let Some(n) = next {
+            // A lock it found taken then, whose holder has not taken it yet
+            // here (it did in its own code, no event).
+            self.hold_lock_for(n, order, signals)?;
+        }
         let slice = self.slice(rec, next.map_or(self.start_ns, entered));
-        if next.is_some_and(|n| matches!(n.kind, EventKind::Sync { .. })) {
-            self.run_on(tid, slice)
-        } else {
-            self.run_to_syscall(tid, slice)
-        }
-    }
-
-    /// Timed: after the syscall (or trapped rdtsc) `e`, its thread's own
-    /// code runs once the log reaches the time `e` returned, if the thread
-    /// has more to do in the epoch.
-    fn resume_later(&mut self, e: &Event, order: &VecDeque<Event>) {
-        if self.mode == Interleave::Timed
-            && !self.at_cut.contains(&e.tid)
-            && order.iter().any(|n| n.tid == e.tid)
-        {
-            self.resumes.push(Reverse((e.time_ns, e.seq, e.tid)));
-        }
-    }
-
-    /// Timed: runs ahead the threads whose syscalls returned before the
-    /// next event of the log began. One with a signal to take before its
-    /// next event is left where it is (the delivery places it).
-    fn run_resumes(
-        &mut self,
-        order: &VecDeque<Event>,
-        signals: &HashMap<u64, Vec<u32>>,
-    ) -> Result<(), ReplayError> {
-        while let Some(&Reverse((t, _, rec))) = self.resumes.peek() {
-            if order.front().is_some_and(|n| entered(n) < t) {
-                break;
+        loop {
+            match self.run_on(tid, slice)? {
+                Stop::Breakpoint(_) if !self.reached.contains_key(&tid) => {}
+                stop => return Ok(stop),
             }
-            self.resumes.pop();
-            let (Some(tid), Some(next)) = (self.live_tid(rec), order.iter().find(|n| n.tid == rec))
-            else {
-                continue;
-            };
-            if self.prerun.contains_key(&tid)
-                || self.at_cut.contains(&rec)
-                || signals.contains_key(&next.seq)
-            {
-                continue;
-            }
-            let stop = self.run_ahead(rec, tid, order)?;
-            self.prerun.insert(tid, stop);
         }
-        Ok(())
     }
 
     /// Timed: sync event `e` (op, ip, object): its thread must be at that
@@ -1450,7 +1398,7 @@ impl<'a> Run<'a> {
                 && !self.at_cut.contains(&e.tid)
                 && order.iter().any(|n| n.tid == e.tid)
             {
-                let stop = self.run_ahead(e.tid, tid, order)?;
+                let stop = self.run_ahead(e.tid, tid, order, signals)?;
                 self.prerun.insert(tid, stop);
             }
             return Ok(true);
@@ -1503,7 +1451,7 @@ impl<'a> Run<'a> {
             }
         }
         if !self.at_cut.contains(&e.tid) && order.iter().any(|n| n.tid == e.tid) {
-            let stop = self.run_ahead(e.tid, tid, order)?;
+            let stop = self.run_ahead(e.tid, tid, order, signals)?;
             self.prerun.insert(tid, stop);
         }
         Ok(true)
@@ -1610,22 +1558,33 @@ impl<'a> Run<'a> {
         let Some(tid) = self.live_tid(rec) else {
             return Ok(());
         };
+        // One run ahead to a sync entry goes on from it (timed).
+        let at_sync = matches!(self.prerun.get(&tid), Some(Stop::Breakpoint(_)));
         if signals.contains_key(&next.seq)
             || self.at_cut.contains(&rec)
-            || self.prerun.contains_key(&tid)
+            || (self.prerun.contains_key(&tid) && !at_sync)
         {
             return Ok(());
         }
+        self.prerun.remove(&tid);
         let slice = self.slice(rec, entered(next));
         self.debug_trapped.insert(tid);
-        for _ in 0..4 {
+        // At most a few writes of the word, and sync entries on the way.
+        let mut writes = 0;
+        for _ in 0..16 {
             let stop = match self.step_over(tid)? {
                 Some(stop) => stop,
                 None => self.drv.run_until_write(tid, word, slice)?,
             };
             match self.as_breakpoint(tid, stop)? {
                 Stop::Reached if done(self.word_at(word)) => break,
-                Stop::Reached => {}
+                Stop::Reached => {
+                    writes += 1;
+                    if writes == 4 {
+                        break;
+                    }
+                }
+                Stop::Breakpoint(_) => {}
                 other => {
                     self.prerun.insert(tid, other);
                     break;

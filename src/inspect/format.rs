@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use recorder_common::SLOT_INPUT;
 use tracelog::{
-    Event, EventKind, SignalPhase, SyncPhase, Syscall, SYSCALL_ENTER_UNSEEN,
-    SYSCALL_INCOMPLETE_COPY, SYSCALL_NO_RETURN,
+    Event, EventKind, SignalPhase, Syscall, SYSCALL_ENTER_UNSEEN, SYSCALL_INCOMPLETE_COPY,
+    SYSCALL_NO_RETURN,
 };
 
 /// Output buffers are shown up to this many bytes (like `strace -s 32`).
@@ -368,26 +368,8 @@ pub fn event_text(out: &mut String, ev: &Event) {
         EventKind::EpochMark { epoch } => {
             let _ = write!(out, "=== epoch {epoch} ===");
         }
-        EventKind::Sync {
-            op,
-            phase: SyncPhase::Entry,
-            ip,
-            value,
-        } => {
-            let _ = write!(out, "~~~ {}({value:#x}) ip={ip:#x} ~~~", sync_name(*op));
-        }
-        EventKind::Sync {
-            op,
-            phase: SyncPhase::Return,
-            ip,
-            value,
-        } => {
-            let _ = write!(
-                out,
-                "~~~ {} returned {} to {ip:#x} ~~~",
-                sync_name(*op),
-                *value as i64
-            );
+        EventKind::Sync { op, ip, object } => {
+            let _ = write!(out, "~~~ {}({object:#x}) ip={ip:#x} ~~~", sync_name(*op));
         }
     }
 }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use tracelog::{Event, EventKind, SignalPhase, SyncPhase};
+use tracelog::{Event, EventKind, SignalPhase};
 
 use super::format::{errno_name, errno_of, signal_name, sync_name, syscall_name};
 
@@ -86,9 +86,8 @@ enum Body<'a> {
     Sync {
         function: Cow<'static, str>,
         op: u32,
-        phase: &'static str,
         ip: u64,
-        value: u64,
+        object: u64,
     },
 }
 
@@ -185,20 +184,11 @@ fn body(ev: &Event) -> Body<'_> {
             target_tid: *target_tid,
         },
         EventKind::EpochMark { epoch } => Body::Epoch { new_epoch: *epoch },
-        EventKind::Sync {
-            op,
-            phase,
-            ip,
-            value,
-        } => Body::Sync {
+        EventKind::Sync { op, ip, object } => Body::Sync {
             function: sync_name(*op),
             op: *op,
-            phase: match phase {
-                SyncPhase::Entry => "entry",
-                SyncPhase::Return => "return",
-            },
             ip: *ip,
-            value: *value,
+            object: *object,
         },
     }
 }

@@ -508,18 +508,13 @@ fn emit_event<W: Write>(
                 json!({ "sig": sig, "code": code, "errno": errno, "result": result, "target_tid": target_tid }),
             )
         }
-        EventKind::Sync {
-            op,
-            phase,
-            ip,
-            value,
-        } => out.instant(
+        EventKind::Sync { op, ip, object } => out.instant(
             sync_name(*op),
             "sync",
             (pid, tid),
             ev.time_ns,
             "t",
-            json!({ "phase": format!("{phase:?}"), "value": format!("{value:#x}"), "ip": format!("{ip:#x}") }),
+            json!({ "object": format!("{object:#x}"), "ip": format!("{ip:#x}") }),
         ),
         EventKind::EpochMark { epoch } => out.instant(
             Cow::Owned(format!("epoch {epoch}")),

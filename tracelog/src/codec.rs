@@ -3,9 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::{
-    Args, Event, EventKind, Output, SignalPhase, SyncPhase, Syscall, FORMAT_VERSION, MAX_ARGS,
-};
+use crate::{Args, Event, EventKind, Output, SignalPhase, Syscall, FORMAT_VERSION, MAX_ARGS};
 
 /// Every `.tlf` file starts with 16 bytes: 4-byte magic, format version
 /// (u32 LE), 8 reserved zero bytes.
@@ -387,20 +385,11 @@ impl Encoder {
                     put_varint(m, (*target_tid).into());
                 }
                 EventKind::EpochMark { epoch } => put_varint(&mut s[S_MISC], (*epoch).into()),
-                EventKind::Sync {
-                    op,
-                    phase,
-                    ip,
-                    value,
-                } => {
+                EventKind::Sync { op, ip, object } => {
                     let m = &mut s[S_MISC];
                     put_varint(m, (*op).into());
-                    m.push(match phase {
-                        SyncPhase::Entry => 0,
-                        SyncPhase::Return => 1,
-                    });
                     put_varint(m, *ip);
-                    put_varint(m, *value);
+                    put_varint(m, *object);
                 }
             }
             s[S_TAG].push(tag);
@@ -709,13 +698,8 @@ impl FrameDecoder {
             },
             7 => EventKind::Sync {
                 op: self.var32(S_MISC)?,
-                phase: match self.byte(S_MISC)? {
-                    0 => SyncPhase::Entry,
-                    1 => SyncPhase::Return,
-                    _ => return Err("bad sync phase".into()),
-                },
                 ip: self.var(S_MISC)?,
-                value: self.var(S_MISC)?,
+                object: self.var(S_MISC)?,
             },
             _ => return Err("unknown event kind".into()),
         };

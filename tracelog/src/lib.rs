@@ -112,19 +112,16 @@ pub enum EventKind {
         result: i32,
         target_tid: u32,
     },
-    /// The thread entered (or returned from) a synchronisation function
-    /// of its C library: `op` names it, as the recorder numbers them
-    /// (`pthread_mutex_lock` and kin). Entry: the function is at `ip` and
-    /// `value` is its first argument, the object (mutex, condition
-    /// variable, lock, semaphore). Return: `ip` is where it returned to
-    /// and `value` what it returned. Recorded for processes with more
-    /// than one thread; their order, merged with the syscalls', is the
-    /// order in which replay runs critical sections.
+    /// The thread entered a synchronisation function of its C library
+    /// (`pthread_mutex_lock` and kin: `op` names it, as the recorder
+    /// numbers them) at `ip`, on the object (mutex, condition variable,
+    /// lock, semaphore) at `object`. Recorded for processes with more than
+    /// one thread; their order, merged with the syscalls', is the order in
+    /// which replay runs critical sections.
     Sync {
         op: u32,
-        phase: SyncPhase,
         ip: u64,
-        value: u64,
+        object: u64,
     },
     /// Start of a new checkpoint epoch.
     EpochMark {
@@ -157,13 +154,6 @@ impl EventKind {
     pub fn name(&self) -> &'static str {
         KIND_NAMES[self.code() as usize]
     }
-}
-
-/// `EventKind::Sync`: into or out of the function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SyncPhase {
-    Entry,
-    Return,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tracelog::{
-    Args, Error, Event, EventKind, Meta, Output, SignalPhase, SyncPhase, Syscall, Trace,
-    TraceWriter, WriterOptions,
+    Args, Error, Event, EventKind, Meta, Output, SignalPhase, Syscall, Trace, TraceWriter,
+    WriterOptions,
 };
 
 pub const GETPPID: u32 = 110;
@@ -246,21 +246,10 @@ pub fn every_kind() -> Vec<Event> {
         ev(t + 10_000, 100, EventKind::EpochMark { epoch: 1 }),
     ];
     // Appended, so the indexes below stay as they were.
-    let sync = |op, phase, ip, value| {
-        ev(
-            t + 10_100,
-            101,
-            EventKind::Sync {
-                op,
-                phase,
-                ip,
-                value,
-            },
-        )
-    };
+    let sync = |op, ip, object| ev(t + 10_100, 101, EventKind::Sync { op, ip, object });
     let syncs = [
-        sync(0, SyncPhase::Entry, 0x7f00_0000_1234, 0x5555_0000_00e0),
-        sync(u32::MAX, SyncPhase::Return, u64::MAX, 0),
+        sync(0, 0x7f00_0000_1234, 0x5555_0000_00e0),
+        sync(u32::MAX, u64::MAX, 0),
     ];
     // Vary cpu, pid and epoch too.
     v[3].cpu = 0;
