@@ -718,8 +718,11 @@ struct Run<'a> {
     /// Sync breakpoints to arm once their code is mapped (an epoch that
     /// starts before the C library is loaded).
     sync_unmapped: Vec<u64>,
-    /// Sync breakpoints are in use (from the log's merge to the end).
+    /// Sync breakpoints are in use (from the log's merge, or `arm_after`,
+    /// to the end).
     sync_on: bool,
+    /// The clone of the process's second thread, after which they are.
+    arm_after: Option<u64>,
     /// Live threads stopped at a sync breakpoint (rip on it), by the
     /// breakpoint's address: stepped over before they run on.
     at_bp: HashMap<u32, u64>,
@@ -731,6 +734,8 @@ struct Run<'a> {
     /// their way to a syscall made inside the function: a contended lock).
     reached: HashMap<u32, u64>,
     passed: HashSet<u64>,
+    /// When each sync call began (its entry's time), by seq.
+    sync_entry_ns: HashMap<u64, u64>,
     /// Recorded siginfo of delivered signals, by recorded tid.
     siginfos: HashMap<u32, VecDeque<Delivery>>,
     /// The syscall being handled is its thread's (process's) last in the
@@ -799,10 +804,12 @@ impl<'a> Run<'a> {
             sync_points: Vec::new(),
             sync_unmapped: Vec::new(),
             sync_on: false,
+            arm_after: None,
             at_bp: HashMap::new(),
             sync_queue: HashMap::new(),
             reached: HashMap::new(),
             passed: HashSet::new(),
+            sync_entry_ns: HashMap::new(),
             siginfos: HashMap::new(),
             last_of_thread: false,
             last_of_process: false,
@@ -1029,14 +1036,25 @@ impl<'a> Run<'a> {
                 (true, Some(stop)) => stop,
                 _ => {
                     self.hold_lock_for(&e, &order, &signals)?;
-                    self.run_to_syscall(tid, slice)?
+                    self.run_to_syscall(tid, slice, entered(&e))?
                 }
             };
-            if let Stop::Breakpoint(_) = stop {
-                // Run ahead to a sync entry placed after this syscall made
-                // inside it (a lock's wait), or one the log does not have.
+            if debug() {
+                eprintln!(
+                    "replay: event {} tid {} syscall {}: {stop:?}",
+                    e.seq, e.tid, sc.nr
+                );
+            }
+            let inside = self
+                .reached
+                .get(&tid)
+                .and_then(|s| self.sync_entry_ns.get(s))
+                .is_some_and(|&b| b < entered(&e));
+            if matches!(stop, Stop::Breakpoint(_)) && inside {
+                // Run ahead to the entry of a sync call this syscall is
+                // made inside (a lock's wait): on into it.
                 self.hold_lock_for(&e, &order, &signals)?;
-                stop = self.run_to_syscall(tid, slice)?;
+                stop = self.run_to_syscall(tid, slice, entered(&e))?;
             }
             while let Stop::Signal(sig) = stop {
                 let Some(i) = sent.iter().position(|&s| s == sig) else {
@@ -1056,7 +1074,7 @@ impl<'a> Run<'a> {
                             let flags = delivery.and_then(|d| d.regs).map(|r| r[18]);
                             self.handler_entered(tid, own_mask.take(), flags)?;
                         }
-                        self.run_to_syscall(tid, TIME_SLICE)?
+                        self.run_to_syscall(tid, TIME_SLICE, entered(&e))?
                     }
                     other => other,
                 };
@@ -1073,6 +1091,15 @@ impl<'a> Run<'a> {
             // word moved on" (EAGAIN) once the lock's holder has let go
             // (`release_lock`); one the recording made that did nothing is
             // dropped if the thread does not make it.
+            // Timed: sync events say where the thread goes next; a call the
+            // log has later is not taken for one it does not have.
+            if let (Interleave::Timed, Stop::SyscallEntry(regs)) = (self.mode, stop) {
+                if !same_call(&regs, sc) && noop_futex(sc) {
+                    self.out.futex_noops_dropped += 1;
+                    self.prerun.insert(tid, stop);
+                    continue;
+                }
+            }
             let mut extra = 0;
             while let Stop::SyscallEntry(regs) = stop {
                 if same_call(&regs, sc) || extra == 8 {
@@ -1090,7 +1117,15 @@ impl<'a> Run<'a> {
                 extra += 1;
                 self.out.futex_noops_added += 1;
                 self.drv.emulate(tid, ret)?;
-                stop = self.run_to_syscall(tid, slice)?;
+                stop = self.run_to_syscall(tid, slice, entered(&e))?;
+            }
+            if let Stop::Breakpoint(_) = stop {
+                if noop_futex(sc) {
+                    // Went on to a later sync call without it.
+                    self.out.futex_noops_dropped += 1;
+                    self.prerun.insert(tid, stop);
+                    continue;
+                }
             }
             if let Stop::SyscallEntry(regs) = stop {
                 if !same_call(&regs, sc) && noop_futex(sc) {
@@ -1115,6 +1150,10 @@ impl<'a> Run<'a> {
                         && matches!(sc.nr, nr::MMAP | nr::MPROTECT | nr::MUNMAP | nr::MREMAP)
                     {
                         self.rearm_remapped()?;
+                    }
+                    if self.arm_after == Some(e.seq) {
+                        self.sync_on = true;
+                        self.arm()?;
                     }
                     // Eager interleaving: let the thread run its user code up
                     // to its next syscall now, so what it does between
@@ -1187,6 +1226,7 @@ impl<'a> Run<'a> {
                 continue;
             };
             points.push(ip);
+            self.sync_entry_ns.insert(e.seq, e.time_ns);
             self.sync_queue
                 .entry(e.tid)
                 .or_default()
@@ -1200,8 +1240,23 @@ impl<'a> Run<'a> {
         points.sort_unstable();
         points.dedup();
         self.sync_unmapped = points;
-        self.sync_on = true;
-        self.arm()?;
+        // The recorder probes a process at its second thread: until then
+        // (a clone of a thread before the first sync call), its calls are
+        // not in the log, and breakpoints would take them for logged ones.
+        let first_sync = placed.iter().map(|e| self.sync_entry_ns[&e.seq]).min();
+        self.arm_after = order
+            .iter()
+            .find(|e| {
+                matches!(&e.kind, EventKind::Syscall(sc)
+                    if matches!(sc.nr, nr::CLONE | nr::CLONE3) && sc.ret > 0
+                        && clone_flags(sc) & CLONE_THREAD != 0)
+            })
+            .filter(|e| first_sync.is_some_and(|f| entered(e) < f))
+            .map(|e| e.seq);
+        if self.arm_after.is_none() {
+            self.sync_on = true;
+            self.arm()?;
+        }
         let mut order: VecDeque<Event> = order.into_iter().chain(placed).collect();
         schedule_by_entry(&mut order);
         hoist_clones(&mut order);
@@ -1340,12 +1395,28 @@ impl<'a> Run<'a> {
     }
 
     /// Runs live thread `tid` to its next syscall entry, through sync
-    /// breakpoints: the log has no sync event before that syscall (the
-    /// process was probed only at its second thread).
-    fn run_to_syscall(&mut self, tid: u32, slice: Duration) -> Result<Stop, ReplayError> {
+    /// breakpoints the log has nothing for (calls made before the process
+    /// was probed, at its second thread) and through sync calls that
+    /// began before `before_ns` (the syscall it goes to is made inside
+    /// one: a contended lock's wait). It stops at one that began later:
+    /// it went past the syscall the log has next.
+    fn run_to_syscall(
+        &mut self,
+        tid: u32,
+        slice: Duration,
+        before_ns: u64,
+    ) -> Result<Stop, ReplayError> {
         loop {
             match self.run_on(tid, slice)? {
-                Stop::Breakpoint(_) => {}
+                Stop::Breakpoint(r) => {
+                    let began = self
+                        .reached
+                        .get(&tid)
+                        .and_then(|s| self.sync_entry_ns.get(s).copied());
+                    if began.is_some_and(|b| b >= before_ns) {
+                        return Ok(Stop::Breakpoint(r));
+                    }
+                }
                 stop => return Ok(stop),
             }
         }
@@ -1407,6 +1478,12 @@ impl<'a> Run<'a> {
             Some(stop) => stop,
             None => self.run_on(tid, slice)?,
         };
+        if debug() {
+            eprintln!(
+                "replay: event {} tid {} sync {op} {object:#x}: {stop:?}",
+                e.seq, e.tid
+            );
+        }
         // Futex calls that changed nothing may be missing from the log
         // (see `noop_futex`): a wake is answered "woke nobody"; a wait
         // "the word moved on" once another thread has moved it (what the
@@ -2145,15 +2222,10 @@ impl<'a> Run<'a> {
         tid: u32,
         regs: Regs,
     ) -> Result<i64, ReplayError> {
-        const CLONE_THREAD: u64 = 0x10000;
         let flags = if sc.nr == nr::CLONE {
             regs.rdi
         } else {
-            sc.outputs
-                .iter()
-                .find(|o| o.arg == SLOT_INPUT && o.data.len() >= 8)
-                .map(|o| u64::from_le_bytes(o.data[..8].try_into().expect("8")))
-                .unwrap_or(0)
+            clone_flags(sc)
         };
         if sc.ret <= 0 {
             return self.drv.emulate(tid, sc.ret);
@@ -2615,6 +2687,21 @@ impl<'a> Run<'a> {
 }
 
 const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x10000;
+
+/// The flags of a logged clone or clone3 (0 for fork and vfork).
+fn clone_flags(sc: &Syscall) -> u64 {
+    match sc.nr {
+        nr::CLONE => sc.args.as_slice().first().copied().unwrap_or(0),
+        nr::CLONE3 => sc
+            .outputs
+            .iter()
+            .find(|o| o.arg == SLOT_INPUT && o.data.len() >= 8)
+            .map(|o| u64::from_le_bytes(o.data[..8].try_into().expect("8 bytes")))
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
 const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
 const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 /// Flags that make a process replay does not rebuild (new namespaces, a
