@@ -908,6 +908,11 @@ impl State {
             let pid = sys::tgid_of(tid).unwrap_or(tid);
             v.insert(Tracee { pid, stop: None });
             self.procs.entry(pid).or_default();
+            if pid != tid {
+                // A new thread whose first stop came before its creator's
+                // clone event: probed before it runs a line of its own.
+                self.hook_sync(pid);
+            }
         }
     }
 

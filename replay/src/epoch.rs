@@ -11,7 +11,8 @@
 //! sent anywhere.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -723,6 +724,9 @@ struct Run<'a> {
     sync_on: bool,
     /// The clone of the process's second thread, after which they are.
     arm_after: Option<u64>,
+    /// Timed: threads to run ahead once the log reaches a time (the return
+    /// of their futex call): (time, its seq, recorded tid).
+    resumes: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Live threads stopped at a sync breakpoint (rip on it), by the
     /// breakpoint's address: stepped over before they run on.
     at_bp: HashMap<u32, u64>,
@@ -805,6 +809,7 @@ impl<'a> Run<'a> {
             sync_unmapped: Vec::new(),
             sync_on: false,
             arm_after: None,
+            resumes: BinaryHeap::new(),
             at_bp: HashMap::new(),
             sync_queue: HashMap::new(),
             reached: HashMap::new(),
@@ -980,6 +985,7 @@ impl<'a> Run<'a> {
             if self.sync_on && !self.sync_unmapped.is_empty() {
                 self.arm()?;
             }
+            self.run_resumes(&order, &signals)?;
             let Some(e) = order.pop_front() else {
                 break;
             };
@@ -1154,6 +1160,17 @@ impl<'a> Run<'a> {
                     if self.arm_after == Some(e.seq) {
                         self.sync_on = true;
                         self.arm()?;
+                    }
+                    // Timed: a futex call returns into the sync call that
+                    // made it, which goes on at once in its own code (a
+                    // condition wait takes its mutex again): that runs
+                    // when the call returned.
+                    if self.mode == Interleave::Timed
+                        && sc.nr == nr::FUTEX
+                        && !self.at_cut.contains(&e.tid)
+                        && order.iter().any(|n| n.tid == e.tid)
+                    {
+                        self.resumes.push(Reverse((e.time_ns, e.seq, e.tid)));
                     }
                     // Eager interleaving: let the thread run its user code up
                     // to its next syscall now, so what it does between
@@ -1445,6 +1462,35 @@ impl<'a> Run<'a> {
                 stop => return Ok(stop),
             }
         }
+    }
+
+    /// Timed: runs ahead the threads whose futex calls returned before the
+    /// next event of the log began. One with a signal to take before its
+    /// next event is left where it is (the delivery places it).
+    fn run_resumes(
+        &mut self,
+        order: &VecDeque<Event>,
+        signals: &HashMap<u64, Vec<u32>>,
+    ) -> Result<(), ReplayError> {
+        while let Some(&Reverse((t, _, rec))) = self.resumes.peek() {
+            if order.front().is_some_and(|n| entered(n) < t) {
+                break;
+            }
+            self.resumes.pop();
+            let (Some(tid), Some(next)) = (self.live_tid(rec), order.iter().find(|n| n.tid == rec))
+            else {
+                continue;
+            };
+            if self.prerun.contains_key(&tid)
+                || self.at_cut.contains(&rec)
+                || signals.contains_key(&next.seq)
+            {
+                continue;
+            }
+            let stop = self.run_ahead(rec, tid, order, signals)?;
+            self.prerun.insert(tid, stop);
+        }
+        Ok(())
     }
 
     /// Timed: sync event `e` (op, ip, object): its thread must be at that
