@@ -77,3 +77,66 @@ fn record_threads_futex_order() {
         }
     }
 }
+
+/// The order of libc's lock calls: once a process has a second thread, its
+/// threads' entries into pthread_mutex_lock/unlock and the condition
+/// variable calls are recorded (function, object, where it is in the
+/// process), from every worker, none before the first thread creation;
+/// `--no-sync-order` records none.
+#[test]
+fn record_threads_sync_order() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let bin = workload("mild_threads");
+    let r = record(&[], &[bin.to_str().unwrap()]);
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    assert_complete(&r);
+    let ev = r.events();
+    let first_clone = ev
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::Fork { .. }))
+        .expect("a thread creation");
+    let name = |op| recorder_common::sync_name(op).unwrap_or("?");
+    let mut calls: HashMap<(u32, &str), u32> = HashMap::new();
+    let mut lock_at: HashMap<(u64, u64), u32> = HashMap::new();
+    for (i, e) in ev.iter().enumerate() {
+        if let EventKind::Sync { op, ip, object } = e.kind {
+            assert!(
+                i > first_clone,
+                "a sync call before the process had threads"
+            );
+            *calls.entry((e.tid, name(op))).or_default() += 1;
+            if name(op) == "pthread_mutex_lock" {
+                *lock_at.entry((ip, object)).or_default() += 1;
+            }
+        }
+    }
+    // Four workers, 40 rounds each: lock, signal, unlock.
+    let workers: HashSet<u32> = calls
+        .iter()
+        .filter(|((_, f), &n)| *f == "pthread_mutex_lock" && n >= 40)
+        .map(|((t, _), _)| *t)
+        .collect();
+    assert_eq!(workers.len(), 4, "lock calls per thread: {calls:?}");
+    for &t in &workers {
+        assert!(calls
+            .get(&(t, "pthread_cond_signal"))
+            .is_some_and(|&n| n >= 40));
+        assert!(calls
+            .get(&(t, "pthread_mutex_unlock"))
+            .is_some_and(|&n| n >= 40));
+    }
+    // The program's one mutex, taken 160 times by the workers and by main
+    // (libc takes a few of its own).
+    let busy: Vec<_> = lock_at.iter().filter(|(_, &n)| n >= 160).collect();
+    assert_eq!(busy.len(), 1, "{lock_at:?}");
+
+    let off = record(&["--no-sync-order"], &[bin.to_str().unwrap()]);
+    assert_eq!(off.code(), Some(0), "stderr: {}", off.stderr());
+    assert!(!off
+        .events()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Sync { .. })));
+}

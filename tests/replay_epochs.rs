@@ -565,10 +565,9 @@ fn replay_signals_in_user_code() {
 }
 
 /// Threads that hand their results over under a mutex and a condition
-/// variable, waiting in between: they verify, from the first checkpoint
-/// and from each on its own. One epoch in a few dozen recordings still
-/// diverges (a lock the serial run staged in another order; README,
-/// Limitations), so one diverged epoch is let through.
+/// variable, waiting in between: with the order of their lock calls
+/// recorded (the default), every epoch verifies, from the first checkpoint
+/// and from each on its own, and the replay followed that order.
 #[test]
 fn replay_threads_with_mutex_and_condvar() {
     if !can_record() {
@@ -584,12 +583,19 @@ fn replay_threads_with_mutex_and_condvar() {
     let report = replay_all(&r.trace, None);
     let threads = report.epochs.iter().map(|e| e.threads).max().unwrap_or(0);
     assert!(threads >= 5, "no epoch held the worker threads");
-    let diverged = report
+    assert_eq!(
+        report.verified,
+        report.epochs.len(),
+        "{}",
+        describe(&report)
+    );
+    let followed: u64 = report
         .epochs
         .iter()
-        .filter(|e| e.status != Status::Verified)
-        .count();
-    assert!(diverged <= 1, "{}", describe(&report));
+        .flat_map(|e| &e.processes)
+        .map(|p| p.sync_events)
+        .sum();
+    assert!(followed >= 100, "only {followed} lock calls followed");
     assert!(report.outputs_match && report.exit_status_match != Some(false));
     for e in report
         .epochs
@@ -605,6 +611,57 @@ fn replay_threads_with_mutex_and_condvar() {
             describe(&one)
         );
     }
+}
+
+/// A real multithreaded program whose threads hand work over under libc's
+/// locks and condition variables, mostly without contention (no futex
+/// call shows it): Python's `queue.Queue` between three threads (the GIL
+/// and the queue's locks are pthread mutexes and condition variables).
+/// With the lock order recorded, every epoch verified in 42 of 42 epochs of
+/// five recordings here (without it, 18 of 19); the GIL's switch requests
+/// are an atomic flag, not a lock call, so an epoch in about ten
+/// recordings still diverges (README, Limitations): one diverged epoch is
+/// let through, none may be called verified falsely (checked by
+/// `record_and_mostly_verify`). zstd, xz and sort: `cargo xtask bench
+/// threads`.
+#[test]
+fn replay_multithreaded_real_programs() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("handover.py");
+    std::fs::write(
+        &script,
+        "import threading, queue\n\
+         q = queue.Queue(maxsize=8); out = queue.Queue()\n\
+         def work():\n    while True:\n        n = q.get()\n        if n is None: break\n        out.put(sum(i * i for i in range(n)))\n\
+         ts = [threading.Thread(target=work) for _ in range(3)]\n\
+         for t in ts: t.start()\n\
+         for i in range(400): q.put(2000 + i)\n\
+         for t in ts: q.put(None)\n\
+         for t in ts: t.join()\n\
+         s = 0\n\
+         while not out.empty(): s += out.get()\n\
+         print(s)\n",
+    )
+    .unwrap();
+    let report = record_and_mostly_verify("20ms", &["/usr/bin/python3", script.to_str().unwrap()]);
+    let diverged = report.epochs.len() - report.verified;
+    assert!(diverged <= 1, "{}", describe(&report));
+    assert!(report.outputs_match);
+    let followed: u64 = report
+        .epochs
+        .iter()
+        .flat_map(|e| &e.processes)
+        .map(|p| p.sync_events)
+        .sum();
+    assert!(
+        followed > 0,
+        "no lock calls followed:\n{}",
+        describe(&report)
+    );
 }
 
 /// A process whose main thread calls exit_group while another thread is

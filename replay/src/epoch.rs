@@ -209,11 +209,10 @@ enum Interleave {
     /// As `Lazy`, and after each syscall the thread runs ahead to its next
     /// one, so what it does in between is visible to the others at once.
     Eager,
-    /// For processes with recorded sync events: each stretch of a thread's
-    /// own code runs whole, in the order the stretches began in the
-    /// recording (a return from a syscall, an entry into a recorded
-    /// synchronisation function, where breakpoints stop it), so critical
-    /// sections follow each other as they did.
+    /// For processes with recorded sync events: breakpoints stop threads
+    /// at the entries of the recorded lock calls too, and each call is
+    /// placed just before its thread's next event (`Run::merge_syncs`), so
+    /// critical sections follow each other as they did.
     Timed,
 }
 
@@ -668,6 +667,29 @@ fn entered(e: &Event) -> u64 {
 /// as in the recording. (Results come from the log either way.)
 fn schedule_by_entry(order: &mut VecDeque<Event>) {
     order.make_contiguous().sort_by_key(entered);
+}
+
+/// Where each of `syncs` goes in a log of `order`: just before the next
+/// event of its thread began (a syscall's entry, another sync call's), or
+/// at its own time if it is its thread's last (see `Run::merge_syncs`).
+fn sync_places(order: &VecDeque<Event>, syncs: &[Event]) -> Vec<u64> {
+    let mut starts: HashMap<u32, Vec<u64>> = HashMap::new();
+    for e in order.iter().chain(syncs) {
+        starts.entry(e.tid).or_default().push(entered(e));
+    }
+    for v in starts.values_mut() {
+        v.sort_unstable();
+    }
+    syncs
+        .iter()
+        .map(|e| {
+            let next = starts.get(&e.tid).and_then(|v| {
+                let i = v.partition_point(|&t| t <= e.time_ns);
+                v.get(i).copied()
+            });
+            next.map_or(e.time_ns, |t| t - 1)
+        })
+        .collect()
 }
 
 /// A new thread can run (and be logged) before the clone that made it
@@ -1229,16 +1251,10 @@ impl<'a> Run<'a> {
         order: VecDeque<Event>,
         syncs: Vec<Event>,
     ) -> Result<VecDeque<Event>, ReplayError> {
-        let mut starts: HashMap<u32, Vec<u64>> = HashMap::new();
-        for e in order.iter().chain(&syncs) {
-            starts.entry(e.tid).or_default().push(entered(e));
-        }
-        for v in starts.values_mut() {
-            v.sort_unstable();
-        }
+        let places = sync_places(&order, &syncs);
         let mut points: Vec<u64> = Vec::new();
         let mut placed: Vec<Event> = Vec::with_capacity(syncs.len());
-        for e in syncs {
+        for (e, at) in syncs.into_iter().zip(places) {
             let EventKind::Sync { ip, object, .. } = e.kind else {
                 continue;
             };
@@ -1248,10 +1264,6 @@ impl<'a> Run<'a> {
                 .entry(e.tid)
                 .or_default()
                 .push_back((e.seq, ip, object));
-            let next = starts
-                .get(&e.tid)
-                .and_then(|v| v.iter().find(|&&t| t > e.time_ns).copied());
-            let at = next.map_or(e.time_ns, |t| t - 1);
             placed.push(Event { time_ns: at, ..e });
         }
         points.sort_unstable();
@@ -2842,5 +2854,67 @@ mod tests {
         assert_eq!(k.brk_at(7, 45), None, "a new image's break is unknown");
         assert_eq!(k.brk_at(7, 60), Some(0x9000));
         assert_eq!(k.brk_at(8, 60), None);
+    }
+
+    fn ev(seq: u64, tid: u32, time_ns: u64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            epoch: 0,
+            time_ns,
+            cpu: 0,
+            pid: 1,
+            tid,
+            kind,
+        }
+    }
+
+    fn syscall(seq: u64, tid: u32, enter_ns: u64, exit_ns: u64) -> Event {
+        ev(
+            seq,
+            tid,
+            exit_ns,
+            EventKind::Syscall(Syscall {
+                nr: 0,
+                args: Default::default(),
+                ret: 0,
+                enter_ns,
+                flags: 0,
+                outputs: Vec::new(),
+            }),
+        )
+    }
+
+    fn sync(seq: u64, tid: u32, time_ns: u64) -> Event {
+        ev(
+            seq,
+            tid,
+            time_ns,
+            EventKind::Sync {
+                op: 0,
+                ip: 0x1000,
+                object: 0x2000,
+            },
+        )
+    }
+
+    /// Thread 1: lock at 10, unlock at 30, a read entered at 50. Thread 2:
+    /// lock at 20, unlock at 40. Each call goes just before its thread's
+    /// next event began; the last one of a thread stays at its time.
+    /// Critical sections on one lock keep their order (thread 1's at 29,
+    /// thread 2's at 39); thread 1's unlock (49) coming after thread 2's
+    /// lock is what `move_word` resolves in a run.
+    #[test]
+    fn sync_calls_go_just_before_their_threads_next_event() {
+        let order: VecDeque<Event> = [syscall(5, 1, 50, 60)].into();
+        let syncs = [
+            sync(1, 1, 10),
+            sync(2, 2, 20),
+            sync(3, 1, 30),
+            sync(4, 2, 40),
+        ];
+        assert_eq!(sync_places(&order, &syncs), vec![29, 39, 49, 40]);
+        // Two events of a thread at the same time keep their order.
+        let same = [sync(1, 1, 10), sync(2, 1, 10)];
+        assert_eq!(sync_places(&VecDeque::new(), &same), vec![10, 10]);
     }
 }

@@ -1,10 +1,13 @@
 //! `cargo xtask bench threads`: how often the serial replay verifies the
-//! epochs of real multithreaded programs, and why the others diverge.
+//! epochs of real multithreaded programs, and why the others diverge,
+//! with the order of libc's lock operations recorded (the default) and
+//! without (`record --no-sync-order`).
 //!
 //! Threads that hand data over in user code (an uncontended lock, an
-//! atomic flag) leave nothing in the log; the serial run can order that
-//! code differently from the recording (README, Limitations). This
-//! measures how often that bites, on programs nobody here wrote.
+//! atomic flag) leave no syscall in the log; the serial run can order that
+//! code differently from the recording (README, Limitations). The sync
+//! probes record the lock calls' order; this measures how often the rest
+//! bites, on programs nobody here wrote, and what the probes cost.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -17,12 +20,13 @@ use super::replay::replay_json;
 use super::{argv, bench_dir, invocation, machine, shell_join, time_run, uniplay, workload};
 
 /// Why an epoch did not verify, from its report.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Tally {
     epochs: u64,
     verified: u64,
     skipped: u64,
-    /// First divergence at a futex call (synchronisation order).
+    /// First divergence at a futex call or a recorded lock call
+    /// (synchronisation order).
     futex: u64,
     /// A thread cut in a loop the replay could not reach.
     not_reached: u64,
@@ -31,6 +35,8 @@ struct Tally {
     other: u64,
     noops_added: u64,
     noops_dropped: u64,
+    /// Recording wall times, seconds.
+    record_s: Vec<f64>,
 }
 
 pub fn run(recordings: usize) -> Result<()> {
@@ -92,42 +98,53 @@ pub fn run(recordings: usize) -> Result<()> {
         shell_join(&record_argv(&trace, &["--epoch", "E"], &argv(&["CMD"])))
     );
     println!();
-    println!("| program | epoch | epochs | verified | futex order | not reached | state at the cut | other | skipped | futex no-ops added / dropped |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| program | epoch | lock order | record s (median) | epochs | verified | sync order | not reached | state at the cut | other | skipped | futex no-ops added / dropped |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, epoch, cmd) in &programs {
-        let mut sum = Tally::default();
-        for i in 0..recordings {
-            eprintln!("xtask: {name}: recording {}", i + 1);
-            // Timed by the helper, but only the recording is wanted.
-            time_run(&record_argv(&trace, &["--epoch", epoch], cmd))?;
-            replay(&trace, &mut sum)?;
+        for (order, flags) in [
+            ("recorded", vec!["--epoch", epoch]),
+            ("off", vec!["--epoch", epoch, "--no-sync-order"]),
+        ] {
+            let mut sum = Tally::default();
+            for i in 0..recordings {
+                eprintln!("xtask: {name} (lock order {order}): recording {}", i + 1);
+                sum.record_s
+                    .push(time_run(&record_argv(&trace, &flags, cmd))?);
+                replay(&trace, &mut sum)?;
+            }
+            let Tally {
+                epochs,
+                verified,
+                skipped,
+                futex,
+                not_reached,
+                state,
+                other,
+                noops_added,
+                noops_dropped,
+                mut record_s,
+            } = sum;
+            let pct = if epochs == 0 {
+                0.0
+            } else {
+                100.0 * verified as f64 / epochs as f64
+            };
+            record_s.sort_by(f64::total_cmp);
+            let median = record_s.get(record_s.len() / 2).copied().unwrap_or(0.0);
+            println!(
+                "| {name}: `{}` | {epoch} | {order} | {median:.2} | {epochs} | {verified} ({pct:.0}%) | {futex} | {not_reached} | {state} | {other} | {skipped} | {noops_added} / {noops_dropped} |",
+                shell_join(cmd)
+            );
         }
-        let Tally {
-            epochs,
-            verified,
-            skipped,
-            futex,
-            not_reached,
-            state,
-            other,
-            noops_added,
-            noops_dropped,
-        } = sum;
-        let pct = if epochs == 0 {
-            0.0
-        } else {
-            100.0 * verified as f64 / epochs as f64
-        };
-        println!(
-            "| {name}: `{}` | {epoch} | {epochs} | {verified} ({pct:.0}%) | {futex} | {not_reached} | {state} | {other} | {skipped} | {noops_added} / {noops_dropped} |",
-            shell_join(cmd)
-        );
     }
     println!();
     println!(
-        "Columns after `verified` count the epochs that did not verify by their first divergence: \
-         at a futex call (the serial run ordered the threads' lock and condition-variable work \
-         differently), a thread cut in a loop the replay could not find in time (\"not reached\"), \
+        "Lock order: `recorded` is `record`'s default (uprobes on libc's lock, condition-variable, \
+         rwlock, barrier and semaphore calls of multithreaded processes, followed by replay), \
+         `off` is `record --no-sync-order`. Record s: the median wall time of the recordings. \
+         Columns after `verified` count the epochs that did not verify by their first divergence: \
+         at a futex call or a recorded lock call (the serial run ordered the threads' lock and \
+         condition-variable work differently), a thread cut in a loop the replay could not find in time (\"not reached\"), \
          all calls matched but memory or registers differ at the next checkpoint, or anything else. \
          Futex no-ops: futex calls that changed nothing (a wake of nobody, a wait answered EAGAIN) \
          that the replay made without the recording, or the recording made without the replay; \
@@ -208,7 +225,11 @@ fn replay(trace: &Path, t: &mut Tally) -> Result<()> {
                     t.state += 1;
                 } else if text.contains("not reached") {
                     t.not_reached += 1;
-                } else if text.contains("futex(") {
+                } else if text.contains("futex(")
+                    || text.contains("pthread_")
+                    || text.contains("sem_")
+                    || text.contains("a sync function")
+                {
                     t.futex += 1;
                 } else {
                     t.other += 1;
