@@ -136,8 +136,9 @@ pub struct SyncRec {
     /// attach cookie).
     pub op: u32,
     pub _pad: u32,
-    /// The user instruction pointer the probe saw (the function's entry,
-    /// or one past it: the daemon matches both against its probe points).
+    /// The user instruction pointer the probe saw: the function's entry
+    /// (the kernel reports a uprobe's own address, not the one after its
+    /// breakpoint), where replay puts its breakpoint.
     pub ip: u64,
     /// The function's first argument: the mutex, condition variable,
     /// lock or semaphore.
