@@ -46,6 +46,8 @@ serialised on one core (syscalls emulated from the log, or executed when they sh
 process itself), and compared with the next checkpoint: registers and memory.
 Processes forked during an epoch are created for real and replayed from their birth;
 an exec ends its process's epoch (every exec starts a checkpoint while recording).
+Threads take turns at syscalls and, where the recording has them (record's default
+for multithreaded processes), at the C library's lock calls, in the recorded order.
 Nothing is done to the host: files, sockets and other processes are never touched.
 
 Examples:
