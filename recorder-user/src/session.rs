@@ -137,6 +137,17 @@ async fn record_inner(
             return Err(RecordError::NoSuchProcess { pid });
         }
     }
+    // Before the slow part of starting (loading, attaching, the first
+    // checkpoint): a Ctrl-C then stops the recording as soon as it runs
+    // (it would otherwise kill it, or be lost where SIGINT was ignored).
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
+        what: "installing a SIGINT handler",
+        source,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| RecordError::Io {
+        what: "installing a SIGTERM handler",
+        source,
+    })?;
     let mut config = config;
     if opts.checkpoints.is_some() {
         // A supervisor will be there to stop and resume throttled threads.
@@ -234,14 +245,6 @@ async fn record_inner(
     let epoll = unsafe { AsyncFd::register(EpollFd(epoll)) }.map_err(|e| RecordError::Io {
         what: "registering with tokio",
         source: e.into(),
-    })?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
-        what: "installing a SIGINT handler",
-        source,
-    })?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| RecordError::Io {
-        what: "installing a SIGTERM handler",
-        source,
     })?;
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
