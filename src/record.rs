@@ -56,6 +56,9 @@ fn record(args: RecordArgs) -> Result<i32, RecordError> {
         eprintln!("uniplay: error: nothing to record: give a command after `--` or --pid PID (see uniplay record --help)");
         return Ok(2);
     }
+    // A Ctrl-C from here on waits for the recording's handler (the
+    // launched command starts with no signal blocked).
+    sys::block_stop_signals(true);
     // Everything that can be checked is checked before a child exists, and
     // the child is forked before any thread is started.
     let config = session::preflight()?;

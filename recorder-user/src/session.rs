@@ -138,8 +138,8 @@ async fn record_inner(
         }
     }
     // Before the slow part of starting (loading, attaching, the first
-    // checkpoint): a Ctrl-C then stops the recording as soon as it runs
-    // (it would otherwise kill it, or be lost where SIGINT was ignored).
+    // checkpoint): a Ctrl-C then stops the recording as soon as its loop
+    // runs.
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RecordError::Io {
         what: "installing a SIGINT handler",
         source,
@@ -148,6 +148,9 @@ async fn record_inner(
         what: "installing a SIGTERM handler",
         source,
     })?;
+    // Blocked since `record` started (a signal sent meanwhile is pending):
+    // the handlers take them now.
+    sys::block_stop_signals(false);
     let mut config = config;
     if opts.checkpoints.is_some() {
         // A supervisor will be there to stop and resume throttled threads.

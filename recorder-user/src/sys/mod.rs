@@ -86,6 +86,27 @@ pub fn raise_priority() {
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
 }
 
+/// Blocks (`true`) or unblocks SIGINT and SIGTERM for the calling thread
+/// (and threads it creates later). `record` blocks them first thing and
+/// unblocks them once its handlers are in: one sent while it starts waits
+/// for them instead of killing it half-started.
+pub fn block_stop_signals(block: bool) {
+    // SAFETY: sigemptyset/sigaddset fill a local set; pthread_sigmask only
+    // reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
