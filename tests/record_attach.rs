@@ -82,7 +82,7 @@ fn record_attach_stops_on_sigint() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until_recording(&trace, Duration::from_millis(500));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(rec.id() as i32),
         nix::sys::signal::SIGINT,

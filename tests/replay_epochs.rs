@@ -354,7 +354,7 @@ fn replay_an_attached_process_after_ctrl_c() {
         .arg(&trace)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    wait_until_recording(&trace, std::time::Duration::from_millis(700));
     let killed = std::process::Command::new("kill")
         .args(["-INT", &rec.id().to_string()])
         .status()

@@ -208,3 +208,15 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Waits until the recorder writing `trace` has stored its first
+/// checkpoint (it is recording from then on; a cold start can take more
+/// than a second), at most 30 s, then `settle` more.
+pub fn wait_until_recording(trace: &Path, settle: std::time::Duration) {
+    let first = trace.join("checkpoints").join("000000");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !first.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(settle);
+}
