@@ -33,7 +33,7 @@ fn record_attach_until_target_exits() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    wait_until_recording(&trace, Duration::from_millis(800));
     target.kill().unwrap();
     target.wait().unwrap();
     let out = rec.wait_with_output().unwrap();
