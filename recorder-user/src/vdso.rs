@@ -54,9 +54,16 @@ pub const INJECTION_STUB: [u8; 12] = [
 ];
 
 /// Where [`INJECTION_STUB`] can go: zero padding after the image's last
-/// byte of code and data, 16-byte aligned.
+/// byte of code and data, 16-byte aligned; or where it already is (an
+/// image patched before, inherited by a forked child: a second stub would
+/// be a change replay does not make).
 pub fn injection_site(image: &[u8]) -> Option<u64> {
     let last = image.iter().rposition(|&b| b != 0)?;
+    if let Some(there) = (last + 1).checked_sub(INJECTION_STUB.len()) {
+        if there % 16 == 0 && image[there..=last] == INJECTION_STUB {
+            return Some(there as u64);
+        }
+    }
     let site = (last + 1 + 15) & !15;
     (site + 16 <= image.len()).then_some(site as u64)
 }
@@ -99,5 +106,20 @@ mod tests {
         let site = injection_site(image).expect("padding at the end of the vDSO") as usize;
         assert!(image[site..site + 16].iter().all(|&b| b == 0));
         assert_eq!(stub(228), [0xb8, 228, 0, 0, 0, 0x0f, 0x05, 0xc3]);
+    }
+
+    /// Patching an image twice (a forked child's inherited vDSO) puts the
+    /// stub where it is, not a second one after it.
+    #[test]
+    fn injection_site_reuses_the_stub() {
+        let mut image = vec![0u8; 64];
+        image[..5].copy_from_slice(&[1, 2, 3, 4, 5]);
+        let site = injection_site(&image).unwrap() as usize;
+        assert_eq!(site, 16);
+        image[site..site + INJECTION_STUB.len()].copy_from_slice(&INJECTION_STUB);
+        assert_eq!(injection_site(&image), Some(16));
+        // Padding too short for a stub: none.
+        assert_eq!(injection_site(&image[..40]), Some(16));
+        assert_eq!(injection_site(&[1u8; 40]), None);
     }
 }
