@@ -730,6 +730,9 @@ struct Run<'a> {
     out: ProcessOutcome,
     /// Recorded tids whose thread exited.
     exited: Vec<u32>,
+    /// Stack pointers of threads that exited in the epoch (not the last
+    /// of their process), at their exit.
+    exited_sps: Vec<u64>,
     /// Recorded tids stopped at the syscall the next checkpoint caught them in.
     at_cut: Vec<u32>,
     /// How threads take turns.
@@ -824,6 +827,7 @@ impl<'a> Run<'a> {
             cwd: "/".into(),
             out: ProcessOutcome::new(pid, 0),
             exited: Vec::new(),
+            exited_sps: Vec::new(),
             at_cut: Vec::new(),
             mode,
             armed: HashMap::new(),
@@ -1908,6 +1912,9 @@ impl<'a> Run<'a> {
         if sc.flags & tracelog::SYSCALL_NO_RETURN != 0 {
             // exit / exit_group: run it for real.
             let group = sc.nr == nr::EXIT_GROUP || self.live.tids.len() == 1;
+            if !group {
+                self.exited_sps.push(regs.rsp);
+            }
             let status = self.drv.execute_exit(tid, group)?;
             if group {
                 self.exit_status = status.or(Some((sc.args.as_slice()[0] as i32 & 0xff, 0)));
@@ -2719,9 +2726,12 @@ impl<'a> Run<'a> {
             ]);
         }
         ignore.extend(&self.frame_holes);
-        // Below a thread's stack pointer (and its red zone) is dead memory.
-        for t in &p.threads {
-            let sp = t.regs[19].saturating_sub(128);
+        // Below a thread's stack pointer (and its red zone) is dead memory;
+        // below where a thread that exited in the epoch last stood too (its
+        // stack stays mapped in libc's cache, with what its calls left).
+        let sps = p.threads.iter().map(|t| t.regs[19]);
+        for sp in sps.chain(self.exited_sps.iter().copied()) {
+            let sp = sp.saturating_sub(128);
             if let Some(m) = p.maps.iter().find(|m| m.start <= sp && sp < m.end) {
                 ignore.push((m.start, sp));
             }
