@@ -286,9 +286,11 @@ fn replay_an_attached_process() {
     }
     let _g = serial();
     for track in ["never", "always"] {
+        // Long enough for a recorder started cold (over a second at times
+        // in a fresh clone) to attach before it ends.
         let (mut target, _) = spawn_until_line(
             std::process::Command::new(workload("patterns"))
-                .args(["6", "150"])
+                .args(["6", "400"])
                 .stderr(std::process::Stdio::null()),
         );
         let dir = tempfile::tempdir().unwrap();

@@ -324,13 +324,15 @@ async fn record_inner(
             }
         }
         if last_liveness.elapsed() > Duration::from_secs(1) {
-            // Exit events can be lost (ring full): trust /proc as a backstop.
+            // Exit events can be lost (ring full), or never come (an
+            // attached target that exited while the recorder started, a
+            // zombie its parent has not reaped): trust /proc as a backstop.
             last_liveness = Instant::now();
             let gone: Vec<u32> = state
                 .live
                 .iter()
                 .copied()
-                .filter(|t| !sys::process_exists(*t))
+                .filter(|t| !sys::thread_alive(*t))
                 .collect();
             if gone.len() == state.live.len() && reaped_at.is_none() {
                 reaped_at = Some(Instant::now());
@@ -349,7 +351,7 @@ async fn record_inner(
             break;
         }
         if reaped_at.is_some_and(|t| t.elapsed() > EXIT_GRACE) {
-            end_reason = if state.live.iter().any(|t| sys::process_exists(*t)) {
+            end_reason = if state.live.iter().any(|t| sys::thread_alive(*t)) {
                 "the command exited; stopped waiting for its remaining descendants".to_string()
             } else {
                 "the target exited".to_string()

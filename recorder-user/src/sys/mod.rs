@@ -111,6 +111,12 @@ pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The thread exists and has not exited (a zombie waiting for its parent's
+/// wait has).
+pub fn thread_alive(tid: u32) -> bool {
+    task_state(tid).is_some_and(|s| !s.starts_with(['Z', 'X']))
+}
+
 /// Parent pid from the text of /proc/PID/stat (the comm field may hold spaces
 /// and parentheses, so parse from the last ')').
 pub fn stat_ppid(stat: &str) -> Option<u32> {
