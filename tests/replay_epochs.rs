@@ -633,23 +633,7 @@ fn replay_multithreaded_real_programs() {
         return;
     }
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("handover.py");
-    std::fs::write(
-        &script,
-        "import threading, queue\n\
-         q = queue.Queue(maxsize=8); out = queue.Queue()\n\
-         def work():\n    while True:\n        n = q.get()\n        if n is None: break\n        out.put(sum(i * i for i in range(n)))\n\
-         ts = [threading.Thread(target=work) for _ in range(3)]\n\
-         for t in ts: t.start()\n\
-         for i in range(400): q.put(2000 + i)\n\
-         for t in ts: q.put(None)\n\
-         for t in ts: t.join()\n\
-         s = 0\n\
-         while not out.empty(): s += out.get()\n\
-         print(s)\n",
-    )
-    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/handover.py");
     let report = record_and_mostly_verify("20ms", &["/usr/bin/python3", script.to_str().unwrap()]);
     let diverged = report.epochs.len() - report.verified;
     assert!(diverged <= 1, "{}", describe(&report));

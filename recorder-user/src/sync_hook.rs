@@ -7,8 +7,9 @@
 //!
 //! A uprobe is a breakpoint the kernel writes into the probed process's
 //! copy of the library's code page, and checkpoints read that page: the
-//! bytes it replaced are kept ([`Hooked::points`]) and put back in what
-//! is stored, so traces hold the library as the program has it.
+//! bytes it replaced are known from the library's file
+//! ([`SyncHooks::points_in`]) and put back in what is stored, so traces
+//! hold the library as the program has it.
 
 use std::{
     collections::HashMap,
@@ -61,16 +62,13 @@ impl std::fmt::Debug for SyncHooks {
 /// The probes of one process image; detached when dropped.
 pub struct Hooked {
     links: Vec<UProbeLink>,
-    /// Probed addresses in the process and the byte each breakpoint
-    /// replaced, sorted by address.
-    pub points: Vec<(u64, u8)>,
     dropper: mpsc::Sender<Vec<UProbeLink>>,
 }
 
 impl std::fmt::Debug for Hooked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooked")
-            .field("points", &self.points.len())
+            .field("links", &self.links.len())
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +111,6 @@ impl SyncHooks {
         libs.dedup();
         let mut hooked = Hooked {
             links: Vec::new(),
-            points: Vec::new(),
             dropper: self.dropper.clone(),
         };
         for lib in libs {
@@ -129,13 +126,14 @@ impl SyncHooks {
                 std::num::NonZeroU32::new(pid).ok_or("process 0 cannot be probed")?,
             );
             for e in entries.iter() {
-                let Some(m) = maps.iter().find(|m| {
+                let mapped = maps.iter().any(|m| {
                     m.path == lib
                         && m.perms.contains('x')
                         && (m.offset..m.offset + (m.end - m.start)).contains(&e.offset)
-                }) else {
+                });
+                if !mapped {
                     continue;
-                };
+                }
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(e.offset),
                     cookie: Some(e.op.into()),
@@ -145,11 +143,9 @@ impl SyncHooks {
                     .map_err(|err| format!("probing {lib}: {err}"))?;
                 let link = prog.take_link(id).map_err(|err| format!("{err}"))?;
                 hooked.links.push(link);
-                hooked.points.push((m.start + e.offset - m.offset, e.byte));
             }
         }
-        hooked.points.sort_unstable();
-        Ok((!hooked.points.is_empty()).then_some(hooked))
+        Ok((!hooked.links.is_empty()).then_some(hooked))
     }
 
     /// The addresses in `maps` of every function probed in any process,

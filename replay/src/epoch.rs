@@ -737,10 +737,10 @@ struct Run<'a> {
     at_cut: Vec<u32>,
     /// How threads take turns.
     mode: Interleave,
-    /// Sync breakpoints while armed (`Interleave::Timed`): address → the
-    /// byte the breakpoint replaced; and all of them, armed or not.
-    armed: HashMap<u64, u8>,
-    sync_points: Vec<(u64, u8)>,
+    /// Sync breakpoints (`Interleave::Timed`): address → the byte the
+    /// breakpoint replaces there; and whether they are in.
+    sync_points: HashMap<u64, u8>,
+    armed: bool,
     /// Sync breakpoints to arm once their code is mapped (an epoch that
     /// starts before the C library is loaded).
     sync_unmapped: Vec<u64>,
@@ -830,8 +830,8 @@ impl<'a> Run<'a> {
             exited_sps: Vec::new(),
             at_cut: Vec::new(),
             mode,
-            armed: HashMap::new(),
-            sync_points: Vec::new(),
+            sync_points: HashMap::new(),
+            armed: false,
             sync_unmapped: Vec::new(),
             sync_on: false,
             arm_after: None,
@@ -1299,19 +1299,24 @@ impl<'a> Run<'a> {
     /// Puts the sync breakpoints in, those whose code is mapped.
     fn arm(&mut self) -> Result<(), ReplayError> {
         let mut unmapped = Vec::new();
+        let mut mapped = Vec::new();
         for ip in std::mem::take(&mut self.sync_unmapped) {
             let mut b = [0u8; 1];
             match self.live.read_memory(ip, &mut b) {
-                Ok(1) if b[0] != INT3 => self.sync_points.push((ip, b[0])),
+                Ok(1) if b[0] != INT3 => {
+                    self.sync_points.insert(ip, b[0]);
+                    mapped.push(ip);
+                }
                 Ok(_) => {}
                 Err(_) => unmapped.push(ip),
             }
         }
         self.sync_unmapped = unmapped;
-        for &(a, b) in &self.sync_points {
-            if self.armed.insert(a, b).is_none() {
-                self.live.write_memory(a, &[INT3])?;
-            }
+        if !std::mem::replace(&mut self.armed, true) {
+            mapped = self.sync_points.keys().copied().collect();
+        }
+        for a in mapped {
+            self.live.write_memory(a, &[INT3])?;
         }
         Ok(())
     }
@@ -1320,8 +1325,11 @@ impl<'a> Run<'a> {
     /// mapped anew (ld.so maps a library whole, then its segments over
     /// it) are put back, or wait for their code again.
     fn rearm_remapped(&mut self) -> Result<(), ReplayError> {
+        if !self.armed {
+            return Ok(());
+        }
         let mut gone = Vec::new();
-        for (&a, byte) in self.armed.iter_mut() {
+        for (&a, byte) in self.sync_points.iter_mut() {
             let mut b = [0u8; 1];
             match self.live.read_memory(a, &mut b) {
                 Ok(1) if b[0] == INT3 => {}
@@ -1332,14 +1340,8 @@ impl<'a> Run<'a> {
                 _ => gone.push(a),
             }
         }
-        for (a, b) in &mut self.sync_points {
-            if let Some(&now) = self.armed.get(a) {
-                *b = now;
-            }
-        }
         for a in gone {
-            self.armed.remove(&a);
-            self.sync_points.retain(|&(p, _)| p != a);
+            self.sync_points.remove(&a);
             self.sync_unmapped.push(a);
         }
         Ok(())
@@ -1348,7 +1350,10 @@ impl<'a> Run<'a> {
     /// Takes the sync breakpoints out (threads stopped on one run on from
     /// there as if it had not been). A process that exited has none left.
     fn disarm(&mut self) -> Result<(), ReplayError> {
-        for (a, b) in std::mem::take(&mut self.armed) {
+        if !std::mem::replace(&mut self.armed, false) {
+            return Ok(());
+        }
+        for (&a, &b) in &self.sync_points {
             if let Err(e) = self.live.write_memory(a, &[b]) {
                 if self.exit_status.is_none() && !self.live.tids.is_empty() {
                     return Err(e);
@@ -1367,7 +1372,7 @@ impl<'a> Run<'a> {
         let Some(addr) = self.at_bp.remove(&tid) else {
             return Ok(None);
         };
-        let Some(&byte) = self.armed.get(&addr) else {
+        let Some(&byte) = self.sync_points.get(&addr).filter(|_| self.armed) else {
             return Ok(None);
         };
         if self.drv.regs(tid)?.rip != addr {
@@ -1386,12 +1391,12 @@ impl<'a> Run<'a> {
     /// A SIGTRAP stop at one of the armed sync breakpoints, as
     /// `Stop::Breakpoint` (rip put back on it).
     fn as_breakpoint(&mut self, tid: u32, stop: Stop) -> Result<Stop, ReplayError> {
-        if !matches!(stop, Stop::Signal(libc::SIGTRAP)) || self.armed.is_empty() {
+        if !matches!(stop, Stop::Signal(libc::SIGTRAP)) || !self.armed {
             return Ok(stop);
         }
         let mut regs = self.drv.regs(tid)?;
         let addr = regs.rip.wrapping_sub(1);
-        if !self.armed.contains_key(&addr) {
+        if !self.sync_points.contains_key(&addr) {
             return Ok(stop);
         }
         regs.rip = addr;
@@ -1736,7 +1741,7 @@ impl<'a> Run<'a> {
     /// Runs `tid` until it is in the state of recorded registers `regs`
     /// (and FPU/SSE state `fpregs`, if given): see `Driver::run_to_state`.
     fn run_to(&mut self, tid: u32, regs: &[u64], fpregs: &[u8]) -> Result<Stop, ReplayError> {
-        let armed = !self.armed.is_empty();
+        let armed = self.armed;
         self.disarm()?;
         let stop = self.run_to_state(tid, regs, fpregs);
         if armed {
@@ -2355,7 +2360,7 @@ impl<'a> Run<'a> {
         call.rdi = args.flags & !(0xff | CLONE_VFORK);
         (call.rsi, call.rdx, call.r10, call.r8) = (args.stack, args.ptid, args.ctid, args.tls);
         // The child must not inherit the sync breakpoints.
-        let armed = !self.armed.is_empty();
+        let armed = self.armed;
         self.disarm()?;
         let forked = self.drv.execute_fork(tid, call);
         if armed {

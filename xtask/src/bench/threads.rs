@@ -44,8 +44,8 @@ pub fn run(recordings: usize) -> Result<()> {
     fs::create_dir_all(&dir)?;
     let text = dir.join("threads-input.txt");
     let nums = dir.join("threads-numbers.txt");
-    let script = dir.join("threads-queue.py");
-    write_inputs(&text, &nums, &script)?;
+    let script = crate::root().join("tests/workloads/handover.py");
+    write_inputs(&text, &nums)?;
     let (text, nums, script) = (
         shell_join(&[text.display().to_string()]),
         shell_join(&[nums.display().to_string()]),
@@ -153,7 +153,7 @@ pub fn run(recordings: usize) -> Result<()> {
     Ok(())
 }
 
-fn write_inputs(text: &Path, nums: &Path, script: &Path) -> Result<()> {
+fn write_inputs(text: &Path, nums: &Path) -> Result<()> {
     // Deterministic pseudo-random content (xorshift), compressible like text.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
@@ -182,20 +182,6 @@ fn write_inputs(text: &Path, nums: &Path, script: &Path) -> Result<()> {
         let _ = writeln!(n, "{}", next() % 1_000_000);
     }
     fs::write(nums, n)?;
-    fs::write(
-        script,
-        "import threading, queue\n\
-         q = queue.Queue(maxsize=8); out = queue.Queue()\n\
-         def work():\n    while True:\n        n = q.get()\n        if n is None: break\n        out.put(sum(i * i for i in range(n)))\n\
-         ts = [threading.Thread(target=work) for _ in range(3)]\n\
-         for t in ts: t.start()\n\
-         for i in range(400): q.put(2000 + i)\n\
-         for t in ts: q.put(None)\n\
-         for t in ts: t.join()\n\
-         s = 0\n\
-         while not out.empty(): s += out.get()\n\
-         print(s)\n",
-    )?;
     Ok(())
 }
 
