@@ -597,6 +597,9 @@ impl State {
                 let _ = go.send(());
             }
         }
+        if let Some(h) = &self.sync_hooks {
+            h.leave_to_exit();
+        }
         self.detach_all();
         self.finisher.wait();
     }

@@ -14,7 +14,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
 };
 
 use aya::{
@@ -49,6 +52,14 @@ pub struct SyncHooks {
     /// Links are dropped (detached: RCU waits of tens of ms) on a thread
     /// of their own, never on the supervisor's.
     dropper: mpsc::Sender<Vec<UProbeLink>>,
+    /// Set when recording ends: links still attached are left to the
+    /// recorder's exit (see [`SyncHooks::leave_to_exit`]).
+    leave: Arc<AtomicBool>,
+    /// Attaches under way: the dropper waits for them between detaches
+    /// (both take the kernel's trace-event lock, a detach for about 0.1 s:
+    /// a process's 24 attaches queued behind a process's 24 detaches kept
+    /// the new one stopped at its clone for seconds).
+    attaching: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for SyncHooks {
@@ -63,6 +74,7 @@ impl std::fmt::Debug for SyncHooks {
 pub struct Hooked {
     links: Vec<UProbeLink>,
     dropper: mpsc::Sender<Vec<UProbeLink>>,
+    leave: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Hooked {
@@ -76,7 +88,9 @@ impl std::fmt::Debug for Hooked {
 impl Drop for Hooked {
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links);
-        if let Err(mpsc::SendError(links)) = self.dropper.send(links) {
+        if self.leave.load(Ordering::Relaxed) {
+            std::mem::forget(links);
+        } else if let Err(mpsc::SendError(links)) = self.dropper.send(links) {
             // The process is ending: its exit closes them.
             std::mem::forget(links);
         }
@@ -87,14 +101,41 @@ impl SyncHooks {
     /// `ebpf` holds the loaded (not attached) [`PROGRAM`].
     pub fn new(ebpf: Arc<Mutex<Ebpf>>) -> SyncHooks {
         let (dropper, links) = mpsc::channel::<Vec<UProbeLink>>();
+        let leave = Arc::new(AtomicBool::new(false));
+        let attaching = Arc::new(AtomicUsize::new(0));
+        let (left, busy) = (leave.clone(), attaching.clone());
         let _ = std::thread::Builder::new()
             .name("uniplay-unhook".into())
-            .spawn(move || links.into_iter().for_each(drop));
+            .spawn(move || {
+                for link in links.into_iter().flatten() {
+                    while busy.load(Ordering::Relaxed) > 0 && !left.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    if left.load(Ordering::Relaxed) {
+                        std::mem::forget(link);
+                    } else {
+                        drop(link);
+                    }
+                }
+            });
         SyncHooks {
             ebpf,
             libs: HashMap::new(),
             dropper,
+            leave,
+            attaching,
         }
+    }
+
+    /// From now on links are not detached but left open (leaked) for the
+    /// recorder's exit: each detach holds the kernel's trace-event lock
+    /// through RCU grace periods (about 0.1 s per probe here, 24 per
+    /// process), and the recorder hands what it has open at the end to a
+    /// background process that closes it after uniplay has exited
+    /// (`Probe::detach_in_background`), instead of keeping the user
+    /// waiting.
+    pub fn leave_to_exit(&self) {
+        self.leave.store(true, Ordering::Relaxed);
     }
 
     /// Probes the synchronisation functions of the C library (and
@@ -102,6 +143,8 @@ impl SyncHooks {
     /// `Ok(None)`: it maps none (a static binary, another libc).
     pub fn attach(&mut self, pid: u32) -> Result<Option<Hooked>, String> {
         let maps = sys::maps(pid).map_err(|e| format!("reading its maps: {e}"))?;
+        let attaching = self.attaching.clone();
+        let _busy = Attaching::new(&attaching);
         let mut libs: Vec<&str> = maps
             .iter()
             .map(|m| m.path.as_str())
@@ -112,6 +155,7 @@ impl SyncHooks {
         let mut hooked = Hooked {
             links: Vec::new(),
             dropper: self.dropper.clone(),
+            leave: self.leave.clone(),
         };
         for lib in libs {
             let entries = self.entries(Path::new(lib))?;
@@ -177,6 +221,22 @@ impl SyncHooks {
             Arc::new(sync_entries(&data).map_err(|e| format!("{}: {e}", path.display()))?);
         self.libs.insert(path.to_path_buf(), entries.clone());
         Ok(entries)
+    }
+}
+
+/// Counts an attach under way while it lives.
+struct Attaching<'a>(&'a AtomicUsize);
+
+impl<'a> Attaching<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Attaching(n)
+    }
+}
+
+impl Drop for Attaching<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
