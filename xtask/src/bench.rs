@@ -161,6 +161,7 @@ fn time_run(argv: &[String]) -> Result<f64> {
         .output()
         .with_context(|| format!("cannot run {}", argv[0]))?;
     let secs = t.elapsed().as_secs_f64();
+    wait_for_detacher();
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         bail!(
@@ -171,6 +172,26 @@ fn time_run(argv: &[String]) -> Result<f64> {
         );
     }
     Ok(secs)
+}
+
+/// Waits (untimed, at most two minutes) until no `uniplay` process is
+/// left: the background process a recording leaves to detach its probes
+/// holds the kernel's trace-event lock meanwhile (see the README's
+/// Recording), which would slow the start of the next run, whichever tool.
+fn wait_for_detacher() {
+    let running = || {
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == "uniplay")
+            })
+    };
+    let t = Instant::now();
+    while running() && t.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Whether `argv` runs successfully; `Err(reason)` with the first line of
