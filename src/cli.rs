@@ -161,8 +161,8 @@ pub struct RecordArgs {
     /// condition-variable, rwlock, barrier and semaphore functions. By
     /// default a process gets uprobes on them once it has a second thread
     /// (a trap: about 10 µs per call on a VM; single-threaded processes pay
-    /// nothing; attaching and detaching them costs the kernel about 0.1 s
-    /// per probe, see the README), and
+    /// nothing; before Linux 6.6, attaching and detaching them costs the
+    /// kernel about 0.1 s per probe, see the README), and
     /// replay runs critical sections in that order: threads that take a
     /// lock without contention leave no syscall to order them by.
     #[arg(long)]

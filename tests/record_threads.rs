@@ -133,10 +133,59 @@ fn record_threads_sync_order() {
     let busy: Vec<_> = lock_at.iter().filter(|(_, &n)| n >= 160).collect();
     assert_eq!(busy.len(), 1, "{lock_at:?}");
 
+    // Linux 6.6 has multi-uprobe links (one per process and library).
+    let probes = r.open().meta().sync_probes.clone();
+    if kernel_at_least(6, 6) {
+        assert_eq!(probes, "multi-uprobe links");
+    } else {
+        assert!(probes.starts_with("uprobes"), "{probes}");
+    }
+
     let off = record(&["--no-sync-order"], &[bin.to_str().unwrap()]);
     assert_eq!(off.code(), Some(0), "stderr: {}", off.stderr());
     assert!(!off
         .events()
         .iter()
         .any(|e| matches!(e.kind, EventKind::Sync { .. })));
+    assert_eq!(off.open().meta().sync_probes, "off (--no-sync-order)");
+}
+
+/// Without multi-uprobe links (kernels before 6.6; forced here), one
+/// uprobe per function records the same calls.
+#[test]
+fn record_threads_sync_order_one_uprobe_per_function() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let bin = workload("mild_threads");
+    let r = record_with_env(
+        &[("UNIPLAY_NO_MULTI_UPROBE", "1")],
+        &[],
+        &[bin.to_str().unwrap()],
+    );
+    assert_eq!(r.code(), Some(0), "stderr: {}", r.stderr());
+    assert_complete(&r);
+    let probes = r.open().meta().sync_probes.clone();
+    assert!(probes.starts_with("uprobes, one per function"), "{probes}");
+    let signals = r
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(e.kind, EventKind::Sync { op, .. }
+                if recorder_common::sync_name(op) == Some("pthread_cond_signal"))
+        })
+        .count();
+    // Four workers, 40 rounds each, one signal per round.
+    assert_eq!(signals, 160);
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
 }

@@ -152,6 +152,10 @@ pub struct Probe {
     ebpf: std::sync::Arc<std::sync::Mutex<Ebpf>>,
     /// Why the sync probe program could not be loaded, if it could not.
     sync_unavailable: Option<String>,
+    /// The sync probe program loaded for multi-uprobe links (one link per
+    /// process; `Err`: why not, one perf-event uprobe per function then;
+    /// see `sync_hook::load_multi`).
+    sync_multi: Result<std::os::fd::OwnedFd, String>,
     filter: SharedFilter,
     loss: PerCpuArray<MapData, u64>,
 }
@@ -193,11 +197,10 @@ impl Probe {
             );
         }
         loader.map_max_entries("LIFE", rings.lifecycle);
+        let object: &[u8] =
+            aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder.bpf.o"));
         let mut ebpf = loader
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/recorder.bpf.o"
-            )))
+            .load(object)
             .map_err(|source| RecordError::Load { source })?;
 
         let mut specs: Array<_, recorder_common::SyscallSpec> =
@@ -253,10 +256,19 @@ impl Probe {
             .and_then(|p| p.load())
             .err()
             .map(|e| e.to_string());
+        let sync_multi = match sync_unavailable {
+            // For tests of the other way on kernels that have both.
+            None if std::env::var_os("UNIPLAY_NO_MULTI_UPROBE").is_some() => {
+                Err("UNIPLAY_NO_MULTI_UPROBE is set".into())
+            }
+            None => crate::sync_hook::load_multi(&ebpf, object),
+            Some(_) => Err("the probe program did not load".into()),
+        };
         let filter = std::sync::Arc::new(std::sync::Mutex::new(Filter { tids, throttle }));
         Ok(Probe {
             ebpf: std::sync::Arc::new(std::sync::Mutex::new(ebpf)),
             sync_unavailable,
+            sync_multi,
             filter,
             loss,
         })
@@ -264,10 +276,25 @@ impl Probe {
 
     /// What attaches the sync probes to multithreaded processes, or why
     /// it cannot.
+    /// How lock calls are probed, for the trace's meta (`sync_probes`).
+    pub fn sync_probes(&self) -> String {
+        match (&self.sync_unavailable, &self.sync_multi) {
+            (Some(why), _) => format!("off (the probe program did not load: {why})"),
+            (None, Ok(_)) => "multi-uprobe links".into(),
+            (None, Err(why)) => format!("uprobes, one per function ({why})"),
+        }
+    }
+
     pub fn sync_hooks(&self) -> Result<SyncHooks, String> {
         match &self.sync_unavailable {
             Some(why) => Err(why.clone()),
-            None => Ok(SyncHooks::new(self.ebpf.clone())),
+            None => Ok(SyncHooks::new(
+                self.ebpf.clone(),
+                self.sync_multi
+                    .as_ref()
+                    .ok()
+                    .and_then(|fd| fd.try_clone().ok()),
+            )),
         }
     }
 

@@ -157,7 +157,12 @@ async fn record_inner(
         config.throttle_signal = crate::probe::THROTTLE_SIGNAL as u32;
     }
     let mut probe = Probe::load(config, opts.rings)?;
-    let meta = initial_meta(&target, root);
+    let mut meta = initial_meta(&target, root);
+    meta.sync_probes = match &opts.checkpoints {
+        Some(c) if c.sync_order => probe.sync_probes(),
+        Some(_) => "off (--no-sync-order)".into(),
+        None => "off (--no-checkpoints)".into(),
+    };
     let mut writer = TraceWriter::create(&opts.out, meta.clone(), opts.writer.clone())?;
     // This thread (the drain) and those started from here on (the ptrace
     // supervisor) get a CPU ahead of the target and of the compressor,

@@ -13,6 +13,8 @@
 
 use std::{
     collections::HashMap,
+    ffi::CString,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -51,7 +53,10 @@ pub struct SyncHooks {
     libs: HashMap<PathBuf, Arc<Vec<Entry>>>,
     /// Links are dropped (detached: RCU waits of tens of ms) on a thread
     /// of their own, never on the supervisor's.
-    dropper: mpsc::Sender<Vec<UProbeLink>>,
+    dropper: mpsc::Sender<Vec<Link>>,
+    /// The program loaded again for multi-uprobe links (see
+    /// [`load_multi`]); `None`: perf-event uprobes, one per function.
+    multi: Option<OwnedFd>,
     /// Set when recording ends: links still attached are left to the
     /// recorder's exit (see [`SyncHooks::leave_to_exit`]).
     leave: Arc<AtomicBool>,
@@ -70,10 +75,18 @@ impl std::fmt::Debug for SyncHooks {
     }
 }
 
+/// One attachment: a multi-uprobe link (every function of a library),
+/// or, where the kernel has none, one perf-event uprobe per function.
+#[expect(dead_code, reason = "held for their drop, which detaches")]
+enum Link {
+    Multi(OwnedFd),
+    Single(UProbeLink),
+}
+
 /// The probes of one process image; detached when dropped.
 pub struct Hooked {
-    links: Vec<UProbeLink>,
-    dropper: mpsc::Sender<Vec<UProbeLink>>,
+    links: Vec<Link>,
+    dropper: mpsc::Sender<Vec<Link>>,
     leave: Arc<AtomicBool>,
 }
 
@@ -98,9 +111,10 @@ impl Drop for Hooked {
 }
 
 impl SyncHooks {
-    /// `ebpf` holds the loaded (not attached) [`PROGRAM`].
-    pub fn new(ebpf: Arc<Mutex<Ebpf>>) -> SyncHooks {
-        let (dropper, links) = mpsc::channel::<Vec<UProbeLink>>();
+    /// `ebpf` holds the loaded (not attached) [`PROGRAM`]; `multi`, the
+    /// same program loaded for multi-uprobe links, if the kernel has them.
+    pub fn new(ebpf: Arc<Mutex<Ebpf>>, multi: Option<OwnedFd>) -> SyncHooks {
+        let (dropper, links) = mpsc::channel::<Vec<Link>>();
         let leave = Arc::new(AtomicBool::new(false));
         let attaching = Arc::new(AtomicUsize::new(0));
         let (left, busy) = (leave.clone(), attaching.clone());
@@ -122,6 +136,7 @@ impl SyncHooks {
             ebpf,
             libs: HashMap::new(),
             dropper,
+            multi,
             leave,
             attaching,
         }
@@ -159,37 +174,61 @@ impl SyncHooks {
         };
         for lib in libs {
             let entries = self.entries(Path::new(lib))?;
-            let ebpf = self.ebpf.clone();
-            let mut ebpf = ebpf.lock().unwrap_or_else(|e| e.into_inner());
-            let prog: &mut UProbe = ebpf
-                .program_mut(PROGRAM)
-                .ok_or("the sync probe program is missing")?
-                .try_into()
-                .map_err(|e| format!("{e}"))?;
-            let scope = UProbeScope::OneProcess(
-                std::num::NonZeroU32::new(pid).ok_or("process 0 cannot be probed")?,
-            );
-            for e in entries.iter() {
-                let mapped = maps.iter().any(|m| {
-                    m.path == lib
-                        && m.perms.contains('x')
-                        && (m.offset..m.offset + (m.end - m.start)).contains(&e.offset)
-                });
-                if !mapped {
-                    continue;
-                }
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(e.offset),
-                    cookie: Some(e.op.into()),
-                };
-                let id = prog
-                    .attach(point, lib, scope)
-                    .map_err(|err| format!("probing {lib}: {err}"))?;
-                let link = prog.take_link(id).map_err(|err| format!("{err}"))?;
-                hooked.links.push(link);
+            let mapped: Vec<Entry> = entries
+                .iter()
+                .filter(|e| {
+                    maps.iter().any(|m| {
+                        m.path == lib
+                            && m.perms.contains('x')
+                            && (m.offset..m.offset + (m.end - m.start)).contains(&e.offset)
+                    })
+                })
+                .copied()
+                .collect();
+            if mapped.is_empty() {
+                continue;
+            }
+            match &self.multi {
+                Some(prog) => hooked
+                    .links
+                    .push(Link::Multi(attach_multi(prog, lib, &mapped, pid)?)),
+                None => self.attach_each(lib, &mapped, pid, &mut hooked.links)?,
             }
         }
         Ok((!hooked.links.is_empty()).then_some(hooked))
+    }
+
+    /// One perf-event uprobe per function (each attach and detach takes the
+    /// kernel's trace-event lock).
+    fn attach_each(
+        &self,
+        lib: &str,
+        entries: &[Entry],
+        pid: u32,
+        links: &mut Vec<Link>,
+    ) -> Result<(), String> {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let prog: &mut UProbe = ebpf
+            .program_mut(PROGRAM)
+            .ok_or("the sync probe program is missing")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        let scope = UProbeScope::OneProcess(
+            std::num::NonZeroU32::new(pid).ok_or("process 0 cannot be probed")?,
+        );
+        for e in entries {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(e.offset),
+                cookie: Some(e.op.into()),
+            };
+            let id = prog
+                .attach(point, lib, scope)
+                .map_err(|err| format!("probing {lib}: {err}"))?;
+            links.push(Link::Single(
+                prog.take_link(id).map_err(|err| format!("{err}"))?,
+            ));
+        }
+        Ok(())
     }
 
     /// The addresses in `maps` of every function probed in any process,
@@ -222,6 +261,56 @@ impl SyncHooks {
         self.libs.insert(path.to_path_buf(), entries.clone());
         Ok(entries)
     }
+}
+
+/// One multi-uprobe link on every function of `entries` in `lib`, for
+/// process `pid` only.
+fn attach_multi(prog: &OwnedFd, lib: &str, entries: &[Entry], pid: u32) -> Result<OwnedFd, String> {
+    let path = CString::new(lib).map_err(|_| format!("{lib}: a NUL in the path"))?;
+    let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+    let cookies: Vec<u64> = entries.iter().map(|e| e.op.into()).collect();
+    sys::bpf::link_uprobe_multi(prog.as_fd(), &path, &offsets, &cookies, pid)
+        .map_err(|e| format!("probing {lib}: {e}"))
+}
+
+/// Loads [`PROGRAM`] a second time, from the eBPF object `object`, as a
+/// multi-uprobe program (aya 0.14 loads uprobes for perf-event links only),
+/// its map references resolved to the maps `ebpf` created: their
+/// descriptors come from the kernel, through the programs aya loaded.
+/// `Err`: the kernel has no multi-uprobe links (before 6.6), or the object
+/// could not be prepared; probes are then attached one by one.
+pub fn load_multi(ebpf: &Ebpf, object: &[u8]) -> Result<OwnedFd, String> {
+    let mut fds: HashMap<String, OwnedFd> = HashMap::new();
+    for (_, p) in ebpf.programs() {
+        let Ok(prog) = p.fd() else { continue };
+        for id in sys::bpf::prog_map_ids(prog.as_fd()).map_err(|e| format!("program info: {e}"))? {
+            let (fd, name) = sys::bpf::map_by_id(id).map_err(|e| format!("map {id}: {e}"))?;
+            fds.entry(name).or_insert(fd);
+        }
+    }
+    let mut obj = aya_obj::Object::parse(object).map_err(|e| e.to_string())?;
+    let defs = obj.maps.clone();
+    // The kernel keeps the first 15 bytes of a map's name.
+    let short = |name: &str| name.get(..15).unwrap_or(name).to_string();
+    let refs = defs.iter().filter_map(|(name, def)| {
+        fds.get(&short(name))
+            .map(|fd| (name.as_str(), fd.as_raw_fd(), def))
+    });
+    let text_sections = obj.functions.keys().map(|&(section, _)| section).collect();
+    obj.relocate_maps(refs, &text_sections)
+        .map_err(|e| e.to_string())?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|e| e.to_string())?;
+    let prog = obj
+        .programs
+        .get(PROGRAM)
+        .ok_or("no sync probe program in the object")?;
+    let function = obj
+        .functions
+        .get(&prog.function_key())
+        .ok_or("the sync probe program has no code")?;
+    sys::bpf::load_uprobe_multi_program(&function.instructions, PROGRAM)
+        .map_err(|e| format!("loading it for multi-uprobe links: {e}"))
 }
 
 /// Counts an attach under way while it lives.

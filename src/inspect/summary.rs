@@ -367,6 +367,9 @@ pub fn write_text(out: &mut impl Write, trace: &Trace, s: &Stats, top: usize) ->
             f.lost, meta.losses.ring_full, meta.losses.incomplete_copies
         )?;
     }
+    if !meta.sync_probes.is_empty() {
+        writeln!(out, "lock order  {}", meta.sync_probes)?;
+    }
     checkpoints::write_summary_text(
         out,
         trace,
@@ -510,6 +513,9 @@ struct JsonSummary<'a> {
     lost_events: u64,
     ring_full: u64,
     incomplete_copies: u64,
+    /// How lock calls were recorded (meta `sync_probes`; absent in older traces).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    lock_order: &'a str,
     syscalls: BTreeMap<String, SyscallStat>,
     syscall_errors: u64,
     bytes_read: u64,
@@ -567,6 +573,7 @@ pub fn write_json(out: &mut impl Write, trace: &Trace, s: &Stats) -> io::Result<
         lost_events: f.lost,
         ring_full: meta.losses.ring_full,
         incomplete_copies: meta.losses.incomplete_copies,
+        lock_order: &meta.sync_probes,
         syscalls: s
             .syscalls
             .iter()

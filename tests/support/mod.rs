@@ -118,9 +118,15 @@ impl Drop for Recording {
 
 /// Runs `uniplay record -o TMP/trace EXTRA... -- CMD...`.
 pub fn record(extra: &[&str], cmd: &[&str]) -> Recording {
+    record_with_env(&[], extra, cmd)
+}
+
+/// [`record`] with these environment variables set for uniplay.
+pub fn record_with_env(env: &[(&str, &str)], extra: &[&str], cmd: &[&str]) -> Recording {
     let dir = tempfile::tempdir().expect("tempdir");
     let trace = dir.path().join("trace");
     let output = Command::new(uniplay())
+        .envs(env.iter().copied())
         .args(["record", "--quiet", "-o"])
         .arg(&trace)
         .args(extra)

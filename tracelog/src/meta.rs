@@ -67,6 +67,11 @@ pub struct Meta {
     pub first_seq: u64,
     /// `--keep-epochs K`: the recorder keeps only the last K epochs.
     pub keep_epochs: Option<u32>,
+    /// How the order of lock calls was recorded: "multi-uprobe links",
+    /// "uprobes" (one per function), or "off" with the reason. Empty in
+    /// traces from before it was kept.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sync_probes: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -597,5 +597,6 @@ mod tests {
     }
 }
 
+pub mod bpf;
 pub mod ptrace;
 pub mod uffd;
