@@ -640,6 +640,11 @@ fn is_futex_wake(regs: &Regs) -> bool {
 /// The x86 breakpoint instruction.
 const INT3: u8 = 0xcc;
 
+/// The largest of glibc's sync objects' sizes (pthread_cond_t and
+/// pthread_rwlock_t: 48 and 56 bytes on x86-64): a futex word this far
+/// past an object's address is taken for one of its own.
+const SYNC_OBJECT_BYTES: u64 = 56;
+
 /// A thread stopped at a sync breakpoint, for a divergence report.
 fn sync_text(r: &Regs) -> String {
     format!(
@@ -690,6 +695,33 @@ fn sync_places(order: &VecDeque<Event>, syncs: &[Event]) -> Vec<u64> {
             next.map_or(e.time_ns, |t| t - 1)
         })
         .collect()
+}
+
+/// Whether a thread other than `e`'s has a pending event in `order` on
+/// `object` (a sync call on it, or a futex call on a word inside it) that
+/// began before `began`, when `e` did (`entries`: sync events' entry
+/// times by seq).
+fn used_first_by_another(
+    e: &Event,
+    object: u64,
+    began: u64,
+    order: &VecDeque<Event>,
+    entries: &HashMap<u64, u64>,
+) -> bool {
+    order.iter().any(|n| {
+        n.tid != e.tid
+            && match &n.kind {
+                EventKind::Sync { object: o, .. } => {
+                    *o == object && entries.get(&n.seq).is_some_and(|&b| b < began)
+                }
+                _ => {
+                    entered(n) < began
+                        && futex_call(n, &FUTEX_WAIT_OPS)
+                            .or_else(|| futex_call(n, &FUTEX_WAKE_OPS))
+                            .is_some_and(|(w, _)| (object..object + SYNC_OBJECT_BYTES).contains(&w))
+                }
+            }
+    })
 }
 
 /// A new thread can run (and be logged) before the clone that made it
@@ -1508,7 +1540,13 @@ impl<'a> Run<'a> {
             {
                 continue;
             }
+            if debug() {
+                eprintln!("replay: resume {rec} at {t}");
+            }
             let stop = self.run_ahead(rec, tid, order, signals)?;
+            if debug() {
+                eprintln!("replay: resumed {rec}: {stop:?}");
+            }
             self.prerun.insert(tid, stop);
         }
         Ok(())
@@ -1702,15 +1740,21 @@ impl<'a> Run<'a> {
         let Some(tid) = self.live_tid(rec) else {
             return Ok(());
         };
-        // One run ahead to a sync entry goes on from it (timed).
+        // One run ahead to a sync entry goes on from it (timed). One whose
+        // futex call returns later (timed: `resumes`) stays in it: it took
+        // a lock or a condition only then.
         let at_sync = matches!(self.prerun.get(&tid), Some(Stop::Breakpoint(_)));
         if signals.contains_key(&next.seq)
             || self.at_cut.contains(&rec)
             || (self.prerun.contains_key(&tid) && !at_sync)
+            || self.resumes.iter().any(|Reverse((_, _, r))| *r == rec)
         {
             return Ok(());
         }
         self.prerun.remove(&tid);
+        if debug() {
+            eprintln!("replay: run_until_word {rec} {word:#x}");
+        }
         let slice = self.slice(rec, entered(next));
         self.debug_trapped.insert(tid);
         // At most a few writes of the word, and sync entries on the way.
@@ -1728,6 +1772,10 @@ impl<'a> Run<'a> {
                         break;
                     }
                 }
+                Stop::Breakpoint(r) if !self.may_pass(tid, order) => {
+                    self.prerun.insert(tid, Stop::Breakpoint(r));
+                    break;
+                }
                 Stop::Breakpoint(_) => {}
                 other => {
                     self.prerun.insert(tid, other);
@@ -1736,6 +1784,28 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether live thread `tid`, stopped at the entry of the sync call the
+    /// log has next for it, may go through it ahead of its turn: no other
+    /// thread's pending event on the same object (a sync call on it, or a
+    /// futex call on a word inside it) began before it did. Running a
+    /// lock's holder on to its release must not take it through a later
+    /// call on an object others used first (a condition it would wait on
+    /// before they signal it).
+    fn may_pass(&self, tid: u32, order: &VecDeque<Event>) -> bool {
+        let Some(&seq) = self.reached.get(&tid) else {
+            return true; // a call the log has nothing for
+        };
+        let Some(e) = order.iter().find(|n| n.seq == seq) else {
+            return true;
+        };
+        let (EventKind::Sync { object, .. }, Some(&began)) =
+            (&e.kind, self.sync_entry_ns.get(&seq))
+        else {
+            return true;
+        };
+        !used_first_by_another(e, *object, began, order, &self.sync_entry_ns)
     }
 
     /// Runs `tid` until it is in the state of recorded registers `regs`
@@ -2931,5 +3001,31 @@ mod tests {
         // Two events of a thread at the same time keep their order.
         let same = [sync(1, 1, 10), sync(2, 1, 10)];
         assert_eq!(sync_places(&VecDeque::new(), &same), vec![10, 10]);
+    }
+
+    /// Thread 1 signals a condition (entered at 10, placed later); thread 2
+    /// is run ahead to its wait on it (entered at 20): another thread used
+    /// the condition first, so thread 2 must not go through yet. A call on
+    /// another object, or one that began later, does not hold it.
+    #[test]
+    fn a_call_waits_for_earlier_calls_of_others_on_its_object() {
+        let signal = sync(1, 1, 10);
+        let wait = sync(2, 2, 20);
+        let entries: HashMap<u64, u64> = [(1, 10), (2, 20)].into();
+        let order: VecDeque<Event> = [signal.clone(), wait.clone()].into();
+        assert!(used_first_by_another(&wait, 0x2000, 20, &order, &entries));
+        assert!(!used_first_by_another(&wait, 0x3000, 20, &order, &entries));
+        assert!(!used_first_by_another(
+            &signal, 0x2000, 10, &order, &entries
+        ));
+        // A futex call on a word inside the object, entered before.
+        let mut wake = syscall(3, 1, 5, 15);
+        if let EventKind::Syscall(s) = &mut wake.kind {
+            s.nr = nr::FUTEX;
+            s.args = tracelog::Args::new(&[0x2000 + 0x2c, 0x81, 1, 0, 0, 0]);
+        }
+        let order: VecDeque<Event> = [wake].into();
+        assert!(used_first_by_another(&wait, 0x2000, 20, &order, &entries));
+        assert!(!used_first_by_another(&wait, 0x2000, 4, &order, &entries));
     }
 }
