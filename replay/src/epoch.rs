@@ -214,6 +214,17 @@ enum Interleave {
     /// placed just before its thread's next event (`Run::merge_syncs`), so
     /// critical sections follow each other as they did.
     Timed,
+    /// As `Timed`, but a thread whose futex call returned runs on only
+    /// just before its next event, not when the call returned: what it did
+    /// in between (a woken condition waiter's own bookkeeping) may have
+    /// come after other threads' calls in the recording.
+    TimedLate,
+}
+
+impl Interleave {
+    fn timed(self) -> bool {
+        matches!(self, Interleave::Timed | Interleave::TimedLate)
+    }
 }
 
 /// Replays epoch `epoch` of process `pid` on CPU `cpu`: a process whose
@@ -221,7 +232,9 @@ enum Interleave {
 /// with each thread run only when the log says it makes its next syscall;
 /// if that diverges (threads that synchronise without syscalls can order
 /// their critical sections differently), once more from the checkpoint
-/// with each thread run ahead to its next syscall.
+/// with each thread run ahead to its next syscall; last, for a process
+/// with sync events, timed again with threads woken from futex waits run
+/// on late (`Interleave::TimedLate`).
 pub fn replay_process(
     trace: &Trace,
     epoch: u32,
@@ -250,6 +263,17 @@ pub fn replay_process(
             return Ok(second);
         }
     }
+    if timed.is_some() {
+        if let Some(mut late) = once(Interleave::TimedLate)? {
+            if late.ok() {
+                late.notes.push(
+                    "verified on the last interleaving (lock calls followed; threads woken from a futex wait run on just before their next event)"
+                        .into(),
+                );
+                return Ok(late);
+            }
+        }
+    }
     Ok(timed.unwrap_or(first))
 }
 
@@ -264,7 +288,7 @@ fn replay_once(
 ) -> Result<Option<ProcessOutcome>, ReplayError> {
     let mut logs = load_logs(trace, epoch)?;
     let log = logs.remove(&pid).unwrap_or_default();
-    if mode == Interleave::Timed && log.syncs.is_empty() {
+    if mode.timed() && log.syncs.is_empty() {
         return Ok(None);
     }
     // `cpuid` reports the CPU it runs on (its APIC id) and cannot be trapped
@@ -912,7 +936,7 @@ impl<'a> Run<'a> {
         self.out.events = order.len() as u64;
         self.siginfos = siginfos;
         self.execs = execs.into();
-        let order = if self.mode == Interleave::Timed {
+        let order = if self.mode.timed() {
             self.out.sync_events = syncs.len() as u64;
             self.merge_syncs(order, syncs)?
         } else {
@@ -1157,7 +1181,7 @@ impl<'a> Run<'a> {
             // dropped if the thread does not make it.
             // Timed: sync events say where the thread goes next; a call the
             // log has later is not taken for one it does not have.
-            if let (Interleave::Timed, Stop::SyscallEntry(regs)) = (self.mode, stop) {
+            if let (true, Stop::SyscallEntry(regs)) = (self.mode.timed(), stop) {
                 if !same_call(&regs, sc) && noop_futex(sc) {
                     self.out.futex_noops_dropped += 1;
                     self.prerun.insert(tid, stop);
@@ -1223,12 +1247,16 @@ impl<'a> Run<'a> {
                     // made it, which goes on at once in its own code (a
                     // condition wait takes its mutex again): that runs
                     // when the call returned.
-                    if self.mode == Interleave::Timed
-                        && sc.nr == nr::FUTEX
-                        && !self.at_cut.contains(&e.tid)
-                        && order.iter().any(|n| n.tid == e.tid)
-                    {
-                        self.resumes.push(Reverse((e.time_ns, e.seq, e.tid)));
+                    if self.mode.timed() && sc.nr == nr::FUTEX && !self.at_cut.contains(&e.tid) {
+                        if let Some(next) = order.iter().find(|n| n.tid == e.tid) {
+                            let at = match self.mode {
+                                Interleave::TimedLate => {
+                                    entered(next).saturating_sub(1).max(e.time_ns)
+                                }
+                                _ => e.time_ns,
+                            };
+                            self.resumes.push(Reverse((at, e.seq, e.tid)));
+                        }
                     }
                     // Eager interleaving: let the thread run its user code up
                     // to its next syscall now, so what it does between
