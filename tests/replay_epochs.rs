@@ -568,10 +568,10 @@ fn replay_signals_in_user_code() {
 
 /// Threads that hand their results over under a mutex and a condition
 /// variable, waiting in between: with the order of their lock calls
-/// recorded (the default), the epochs verify, from the first checkpoint
-/// and from each on its own, and the replay followed that order. 60 of 60
-/// epochs in twelve recordings here, 14 of 15 in a bench run: one
-/// diverged epoch is let through.
+/// recorded (the default), every epoch verifies, from the first
+/// checkpoint and from each on its own, and the replay followed that
+/// order (155 of 155 epochs in 30 recordings here, some on the last,
+/// late-resume interleaving).
 #[test]
 fn replay_threads_with_mutex_and_condvar() {
     if !can_record() {
@@ -587,11 +587,7 @@ fn replay_threads_with_mutex_and_condvar() {
     let report = replay_all(&r.trace, None);
     let threads = report.epochs.iter().map(|e| e.threads).max().unwrap_or(0);
     assert!(threads >= 5, "no epoch held the worker threads");
-    assert!(
-        report.verified + 1 >= report.epochs.len(),
-        "{}",
-        describe(&report)
-    );
+    assert_eq!(report.verified, report.epochs.len(), "{}", describe(&report));
     let followed: u64 = report
         .epochs
         .iter()
