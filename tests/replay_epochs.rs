@@ -587,7 +587,12 @@ fn replay_threads_with_mutex_and_condvar() {
     let report = replay_all(&r.trace, None);
     let threads = report.epochs.iter().map(|e| e.threads).max().unwrap_or(0);
     assert!(threads >= 5, "no epoch held the worker threads");
-    assert_eq!(report.verified, report.epochs.len(), "{}", describe(&report));
+    assert_eq!(
+        report.verified,
+        report.epochs.len(),
+        "{}",
+        describe(&report)
+    );
     let followed: u64 = report
         .epochs
         .iter()
