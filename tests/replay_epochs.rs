@@ -371,6 +371,62 @@ fn replay_an_attached_process_after_ctrl_c() {
     assert!(report.ok(), "{}", describe(&report));
 }
 
+/// Attach to a running multithreaded Python (a producer and a consumer
+/// thread on a queue), then Ctrl-C: each thread's log ends wherever the
+/// recording stopped, often at a lock call whose effect the other thread
+/// then waits for (the consumer's `sem_post`, the GIL's unlock): replay
+/// runs such a last call through to its return. Before it did, the last
+/// epoch diverged in four recordings of five. Another epoch may diverge
+/// on the interpreter's switch request, an atomic flag (see
+/// `replay_multithreaded_real_programs`).
+#[test]
+fn replay_an_attached_multithreaded_process_after_ctrl_c() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let script = "import threading, time, queue\n\
+        q = queue.Queue()\n\
+        def prod():\n    i = 0\n    while True:\n        q.put(i); i += 1; time.sleep(0.001)\n\
+        def cons():\n    s = 0\n    while True:\n        s += q.get()\n\
+        for f in (prod, cons):\n    threading.Thread(target=f, daemon=True).start()\n\
+        print('ready', flush=True)\n\
+        time.sleep(60)\n";
+    let (target, _) = spawn_until_line(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .stderr(std::process::Stdio::null()),
+    );
+    let mut target = KillOnDrop(target);
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let rec = std::process::Command::new(uniplay())
+        .args(["record", "--quiet", "--epoch", "100ms", "--pid"])
+        .arg(target.id().to_string())
+        .arg("-o")
+        .arg(&trace)
+        .spawn()
+        .unwrap();
+    wait_until_recording(&trace, std::time::Duration::from_millis(700));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &rec.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = rec.wait_with_output().unwrap();
+    let _ = target.kill();
+    assert_eq!(out.status.code(), Some(0), "record after SIGINT");
+    let report = replay_all(&trace, None);
+    assert!(report.epochs.len() >= 4, "want several epochs");
+    let last = report.epochs.last().expect("epochs");
+    assert_eq!(last.status, Status::Verified, "{}", describe(&report));
+    assert!(
+        report.verified + 1 >= report.epochs.len(),
+        "{}",
+        describe(&report)
+    );
+}
+
 /// Shells, make and the compiler, python's subprocess: processes forked
 /// inside an epoch are replayed from their birth (their pre-exec code), and
 /// every exec starts an epoch whose checkpoint holds the new image.

@@ -1660,11 +1660,55 @@ impl<'a> Run<'a> {
                 return Ok(false);
             }
         }
-        if !self.at_cut.contains(&e.tid) && order.iter().any(|n| n.tid == e.tid) {
-            let stop = self.run_ahead(e.tid, tid, order, signals)?;
-            self.prerun.insert(tid, stop);
+        if !self.at_cut.contains(&e.tid) {
+            if order.iter().any(|n| n.tid == e.tid) {
+                let stop = self.run_ahead(e.tid, tid, order, signals)?;
+                self.prerun.insert(tid, stop);
+            } else if order.iter().any(|n| {
+                n.tid != e.tid && matches!(n.kind, EventKind::Sync { object: o, .. } if o == object)
+            }) {
+                // Its last event here, on an object others use later: what
+                // the call does (a lock let go) they wait for, and nothing
+                // of its own comes to run it on (it is cut further on, or
+                // an attached recording ended).
+                self.run_through_call(e.tid, tid)?;
+            }
         }
         Ok(true)
+    }
+
+    /// Runs live thread `tid`, at the entry of a sync call, to the call's
+    /// return (a one-shot breakpoint at its return address), or to a
+    /// syscall or sync entry on the way, where it stays as if run ahead.
+    fn run_through_call(&mut self, rec: u32, tid: u32) -> Result<(), ReplayError> {
+        let sp = self.drv.regs(tid)?.rsp;
+        let mut ret = [0u8; 8];
+        if self.live.read_memory(sp, &mut ret)? != 8 {
+            return Ok(());
+        }
+        let ret = u64::from_ne_bytes(ret);
+        let mut byte = [0u8; 1];
+        if self.sync_points.contains_key(&ret) || self.live.read_memory(ret, &mut byte)? != 1 {
+            return Ok(());
+        }
+        self.live.write_memory(ret, &[INT3])?;
+        let stop = self.run_on(tid, self.slice(rec, self.start_ns));
+        self.live.write_memory(ret, &byte)?;
+        match stop? {
+            Stop::Signal(libc::SIGTRAP) => {
+                let mut regs = self.drv.regs(tid)?;
+                if regs.rip == ret + 1 {
+                    regs.rip = ret;
+                    self.drv.set_regs(tid, regs)?;
+                } else {
+                    self.prerun.insert(tid, Stop::Signal(libc::SIGTRAP));
+                }
+            }
+            other => {
+                self.prerun.insert(tid, other);
+            }
+        }
+        Ok(())
     }
 
     /// Before a thread runs to a lock's wait: in the recording another
@@ -2769,7 +2813,11 @@ impl<'a> Run<'a> {
             }
             if t.syscall.is_some() {
                 in_syscall.push(t.tid);
-                if self.at_cut.contains(&t.tid) {
+                // Already at a syscall's entry: run through its last call
+                // (`run_through_call`), which the cut caught it inside.
+                if self.at_cut.contains(&t.tid)
+                    || matches!(self.prerun.get(&tid), Some(Stop::SyscallEntry(_)))
+                {
                     continue;
                 }
                 match self
@@ -2784,6 +2832,11 @@ impl<'a> Run<'a> {
                         format!("{other:?}"),
                     ),
                 }
+            } else if let Some(Stop::SyscallEntry(r)) = self.prerun.get(&tid) {
+                // Run through its last call into a syscall the recording
+                // did not make (nothing may run it: it would really run).
+                let actual = format!("a syscall ({})", call_text(r.orig_rax as u32, &[]));
+                self.diverge(None, t.tid, format!("user code at {rip:#x}"), actual);
             } else {
                 match self.run_to(tid, &t.regs, &t.fpregs)? {
                     Stop::SyscallEntry(r) => self.diverge(
