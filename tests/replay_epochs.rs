@@ -427,6 +427,42 @@ fn replay_an_attached_multithreaded_process_after_ctrl_c() {
     );
 }
 
+/// git reads loose objects by mapping each, reading it and unmapping it,
+/// the next one landing at the same address: the recorder must copy the
+/// file that was mapped, not the one mapped there when its copier got to
+/// it (which diverged about one recording in three). Three recordings.
+#[test]
+fn replay_git_log_over_loose_objects() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run git");
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    for i in 0..60 {
+        let body: String = (0..i).map(|n| format!("{n} ")).collect();
+        std::fs::write(repo.join(format!("f{}.txt", i % 7)), body).unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", &format!("commit {i}")]);
+    }
+    let repo = repo.to_str().unwrap();
+    for _ in 0..3 {
+        record_and_verify("50ms", &["git", "-C", repo, "log", "-p"]);
+    }
+}
+
 /// Shells, make and the compiler, python's subprocess: processes forked
 /// inside an epoch are replayed from their birth (their pre-exec code), and
 /// every exec starts an epoch whose checkpoint holds the new image.

@@ -584,11 +584,17 @@ impl State {
         };
         let start = s.ret as u64;
         let end = start + a[1].div_ceil(4096) * 4096;
-        let source = sys::map_file(e.pid, start, end);
-        if let Ok(target) = std::fs::read_link(&source) {
+        // Opened now, and named by what was opened: by the time the copier
+        // reads it, the process may have unmapped it and mapped another
+        // file at the same address (git reads loose objects so, one after
+        // another), which the map_files name would then read.
+        let Ok(file) = std::fs::File::open(sys::map_file(e.pid, start, end)) else {
+            return;
+        };
+        if let Ok(target) = std::fs::read_link(fd_path(&file)) {
             let target = target.display().to_string();
             let path = target.strip_suffix(" (deleted)").unwrap_or(&target);
-            c.copy(path, Some(source), held, e.time_ns);
+            c.copy(path, Some(file), held, e.time_ns);
         }
     }
 
@@ -983,13 +989,20 @@ fn finalise(
     Ok(Outcome { meta, child, lost })
 }
 
+/// A name of an open file that reaches that very file (its inode), not
+/// whatever its path names now.
+fn fd_path(file: &std::fs::File) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", file.as_raw_fd())
+}
+
 /// A file for `FileCopier` to copy.
 struct CopyRequest {
     path: String,
-    /// The mapping's own view of the file (/proc/PID/map_files/...), read
-    /// first while it exists: `path` may name another file by then (one
-    /// renamed over it, as git rewrites its config).
-    mapping: Option<String>,
+    /// The mapped file itself, opened through /proc/PID/map_files while
+    /// the mapping existed, read first: `path` may name another file by
+    /// then (one renamed over it, as git rewrites its config).
+    mapping: Option<std::fs::File>,
     /// Monotonic time of the mapping it is for.
     time_ns: u64,
     /// Told when the copy is made (or failed), if someone waits for it.
@@ -1050,6 +1063,8 @@ impl FileCopier {
                 } in rx
                 {
                     let hash = mapping
+                        .as_ref()
+                        .map(fd_path)
                         .iter()
                         .chain(std::iter::once(&path))
                         .find_map(|p| writer.add_file(std::path::Path::new(p)).ok());
@@ -1077,8 +1092,8 @@ impl FileCopier {
     /// Copies the file `path` names (read through `mapping` if given) for a
     /// mapping made at `time_ns`, unless the last copy of `path` was of
     /// the same file; with `wait`, returns only when the copy is made.
-    fn copy(&mut self, path: &str, mapping: Option<String>, wait: bool, time_ns: u64) {
-        let id = FileId::of(mapping.as_deref().unwrap_or(path));
+    fn copy(&mut self, path: &str, mapping: Option<std::fs::File>, wait: bool, time_ns: u64) {
+        let id = FileId::of(&mapping.as_ref().map_or_else(|| path.to_string(), fd_path));
         match self.seen.get(path) {
             Some(&last) if last == id || id.is_none() => return,
             _ => {}
