@@ -463,6 +463,23 @@ fn replay_git_log_over_loose_objects() {
     }
 }
 
+/// A thread makes syscalls while the main thread execs with a megabyte of
+/// arguments: the thread's last syscalls come after the exec's entry in
+/// the log (replay runs the exec at its return, after them; it was taken
+/// for an exec inside the epoch and skipped), and the recorder copies the
+/// first megabyte of the argv block (its size was masked to 20 bits, and
+/// left five bytes of it).
+#[test]
+fn replay_an_exec_from_a_threaded_process() {
+    if !can_record() {
+        return;
+    }
+    let _g = serial();
+    for _ in 0..2 {
+        record_and_verify("20ms", &[workload("exec_threads").to_str().unwrap()]);
+    }
+}
+
 /// Shells, make and the compiler, python's subprocess: processes forked
 /// inside an epoch are replayed from their birth (their pre-exec code), and
 /// every exec starts an epoch whose checkpoint holds the new image.

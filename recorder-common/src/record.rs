@@ -76,6 +76,11 @@ const _: () = assert!(MAX_CHUNKS <= 1 << 23);
 /// `ChunkRec::slot` of the argv block copied at a successful execve's exit.
 pub const SLOT_EXEC_ARGV: u32 = 15;
 
+/// At most this many bytes of an exec's argv block are copied (the
+/// strings, NUL-terminated, from argv[0] on): a longer one is cut there,
+/// its last string short.
+pub const EXEC_ARGV_MAX: u64 = (1 << 20) - 1;
+
 /// Header of a chunk; `len` data bytes follow it in the record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -939,7 +939,15 @@ fn plan_exec_argv(sp: u64, segs: &mut Segs) {
             return;
         };
         let end = if env0 > first { env0 } else { first + 4096 };
-        push_seg(segs, SLOT_EXEC_ARGV as u64, first, (end - first) & 0xfffff);
+        // Capped, not masked: a megabyte of arguments wrapped to a few
+        // bytes.
+        let len = end - first;
+        let len = if len > EXEC_ARGV_MAX {
+            EXEC_ARGV_MAX
+        } else {
+            len
+        };
+        push_seg(segs, SLOT_EXEC_ARGV as u64, first, len);
     }
 }
 

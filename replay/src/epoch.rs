@@ -693,9 +693,16 @@ fn entered(e: &Event) -> u64 {
 /// happened before the syscall *entered* — a blocking call (a futex wait, a
 /// read) returns much later than it starts. So syscalls are replayed in the
 /// order they entered: a waiter has registered itself before its waker runs,
-/// as in the recording. (Results come from the log either way.)
+/// as in the recording. (Results come from the log either way.) A
+/// successful exec goes at its return instead: the process's other threads
+/// ran on while it killed them, and their last events come before it.
 fn schedule_by_entry(order: &mut VecDeque<Event>) {
-    order.make_contiguous().sort_by_key(entered);
+    order.make_contiguous().sort_by_key(|e| match &e.kind {
+        EventKind::Syscall(s) if matches!(s.nr, nr::EXECVE | nr::EXECVEAT) && s.ret == 0 => {
+            e.time_ns
+        }
+        _ => entered(e),
+    });
 }
 
 /// Where each of `syncs` goes in a log of `order`: just before the next
@@ -719,6 +726,34 @@ fn sync_places(order: &VecDeque<Event>, syncs: &[Event]) -> Vec<u64> {
             next.map_or(e.time_ns, |t| t - 1)
         })
         .collect()
+}
+
+/// Whether the arguments `tail` a replayed exec passes (its argv but
+/// argv[0], the caller's choice) are those of `recorded`, the new image's
+/// argv: a script's has the interpreter (and its argument) in front, so
+/// `tail` must end it; and the recorder copies at most
+/// `EXEC_ARGV_MAX` bytes of it, so a recorded argv that long may end
+/// inside `tail` instead, its last string cut short.
+fn argv_matches(tail: &[String], recorded: &[String]) -> bool {
+    // Elementwise equal, the last recorded one possibly cut short.
+    let lines_up = |live: &[String], rec: &[String]| {
+        live.len() >= rec.len()
+            && live
+                .iter()
+                .zip(rec)
+                .enumerate()
+                .all(|(i, (l, r))| l == r || (i + 1 == rec.len() && l.starts_with(r.as_str())))
+    };
+    if tail.is_empty() {
+        return true;
+    }
+    if tail.len() < recorded.len() && lines_up(tail, &recorded[recorded.len() - tail.len()..]) {
+        return true;
+    }
+    let bytes: u64 = recorded.iter().map(|a| a.len() as u64 + 1).sum();
+    bytes + 1 >= recorder_common::EXEC_ARGV_MAX
+        // argv[0], or an interpreter, its argument and the script, in front.
+        && (1..recorded.len().min(4)).any(|j| lines_up(tail, &recorded[j..]))
 }
 
 /// Whether a thread other than `e`'s has a pending event in `order` on
@@ -2582,21 +2617,10 @@ impl<'a> Run<'a> {
                     p => live_argv.push(self.read_cstr(p)),
                 }
             }
-            // The recorded argv is the new image's: a script's has the
-            // interpreter (and its argument) in front, and the recorder may
-            // have cut the last argument short. argv[0] is the caller's
-            // choice either way; the rest must end the recorded argv.
             let tail = live_argv.get(1..).unwrap_or_default();
-            let args_match = tail.len() < argv.len()
-                && tail
-                    .iter()
-                    .zip(&argv[argv.len() - tail.len()..])
-                    .enumerate()
-                    .all(|(i, (live, rec))| {
-                        live == rec || (i + 1 == tail.len() && live.starts_with(rec.as_str()))
-                    });
+            let args_match = argv_matches(tail, &argv);
             let path_matches = path_at.is_none_or(|at| self.read_cstr(at) == path);
-            if !(args_match || tail.is_empty()) || !path_matches {
+            if !args_match || !path_matches {
                 let actual = path_at.map(|at| self.read_cstr(at)).unwrap_or_default();
                 self.diverge(
                     Some(e.seq),
@@ -3108,5 +3132,29 @@ mod tests {
         let order: VecDeque<Event> = [wake].into();
         assert!(used_first_by_another(&wait, 0x2000, 20, &order, &entries));
         assert!(!used_first_by_another(&wait, 0x2000, 4, &order, &entries));
+    }
+
+    #[test]
+    fn exec_arguments_match_the_recorded_argv() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Plain, and a script run through its interpreter.
+        assert!(argv_matches(&v(&["-l"]), &v(&["ls", "-l"])));
+        assert!(argv_matches(&v(&["a"]), &v(&["/bin/sh", "./s", "a"])));
+        assert!(!argv_matches(&v(&["-a"]), &v(&["ls", "-l"])));
+        // The last one cut short by the recorder.
+        assert!(argv_matches(&v(&["abcdef"]), &v(&["x", "abc"])));
+        // A megabyte of arguments, cut inside them.
+        let big = "a".repeat(4095);
+        let live: Vec<String> = (0..300).map(|_| big.clone()).collect();
+        let mut rec = vec!["true".to_string()];
+        rec.extend((0..255).map(|_| big.clone()));
+        // What fits of the next one: EXEC_ARGV_MAX bytes in all.
+        rec.push("a".repeat(4090));
+        assert!(argv_matches(&live, &rec));
+        let mut other = live.clone();
+        other[3] = "b".repeat(4095);
+        assert!(!argv_matches(&other, &rec));
+        // Not that long: not taken for cut.
+        assert!(!argv_matches(&v(&["-l", "-a"]), &v(&["ls", "-l"])));
     }
 }
