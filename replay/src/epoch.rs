@@ -1313,7 +1313,10 @@ impl<'a> Run<'a> {
                             self.exit_status = Some(status);
                             "the process exited".to_string()
                         }
-                        Stop::Signal(sig) => format!("signal {sig}"),
+                        Stop::Signal(sig) => match self.drv.regs(tid) {
+                            Ok(r) => format!("signal {sig} at {:#x} (sp {:#x})", r.rip, r.rsp),
+                            Err(_) => format!("signal {sig}"),
+                        },
                         Stop::Timeout => format!("no syscall within twice the recorded time plus {} s: the thread spins, waiting for another thread (preempted)", TIME_SLICE.as_secs()),
                         Stop::Other(what) => what.to_string(),
                         Stop::Breakpoint(r) => sync_text(&r),
