@@ -335,6 +335,30 @@ fn replay_an_attached_process() {
     }
 }
 
+/// `record --pid PID --epoch 100ms`, stopped with SIGINT once it records:
+/// its directory (kept alive), trace and output.
+fn record_attached_until_ctrl_c(
+    pid: u32,
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let rec = std::process::Command::new(uniplay())
+        .args(["record", "--quiet", "--epoch", "100ms", "--pid"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&trace)
+        .spawn()
+        .unwrap();
+    wait_until_recording(&trace, std::time::Duration::from_millis(700));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &rec.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = rec.wait_with_output().unwrap();
+    (dir, trace, out)
+}
+
 /// Attach, then Ctrl-C: the recorder stops recording before it detaches
 /// (detaching cuts the target's sleep short, which the log must not show),
 /// and the last epoch, which ends with no checkpoint, replays verified.
@@ -347,22 +371,7 @@ fn replay_an_attached_process_after_ctrl_c() {
     let (mut target, _) = spawn_until_line(
         std::process::Command::new(workload("spin")).stderr(std::process::Stdio::null()),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace");
-    let rec = std::process::Command::new(uniplay())
-        .args(["record", "--quiet", "--epoch", "100ms", "--pid"])
-        .arg(target.id().to_string())
-        .arg("-o")
-        .arg(&trace)
-        .spawn()
-        .unwrap();
-    wait_until_recording(&trace, std::time::Duration::from_millis(700));
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &rec.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = rec.wait_with_output().unwrap();
+    let (_dir, trace, out) = record_attached_until_ctrl_c(target.id());
     let _ = target.kill();
     let _ = target.wait();
     assert_eq!(out.status.code(), Some(0), "record after SIGINT");
@@ -398,22 +407,7 @@ fn replay_an_attached_multithreaded_process_after_ctrl_c() {
             .stderr(std::process::Stdio::null()),
     );
     let mut target = KillOnDrop(target);
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("trace");
-    let rec = std::process::Command::new(uniplay())
-        .args(["record", "--quiet", "--epoch", "100ms", "--pid"])
-        .arg(target.id().to_string())
-        .arg("-o")
-        .arg(&trace)
-        .spawn()
-        .unwrap();
-    wait_until_recording(&trace, std::time::Duration::from_millis(700));
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &rec.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = rec.wait_with_output().unwrap();
+    let (_dir, trace, out) = record_attached_until_ctrl_c(target.id());
     let _ = target.kill();
     assert_eq!(out.status.code(), Some(0), "record after SIGINT");
     let report = replay_all(&trace, None);

@@ -280,13 +280,15 @@ fn attach_multi(prog: &OwnedFd, lib: &str, entries: &[Entry], pid: u32) -> Resul
 /// `Err`: the kernel has no multi-uprobe links (before 6.6), or the object
 /// could not be prepared; probes are then attached one by one.
 pub fn load_multi(ebpf: &Ebpf, object: &[u8]) -> Result<OwnedFd, String> {
-    let mut fds: HashMap<String, OwnedFd> = HashMap::new();
+    let mut ids = std::collections::BTreeSet::new();
     for (_, p) in ebpf.programs() {
         let Ok(prog) = p.fd() else { continue };
-        for id in sys::bpf::prog_map_ids(prog.as_fd()).map_err(|e| format!("program info: {e}"))? {
-            let (fd, name) = sys::bpf::map_by_id(id).map_err(|e| format!("map {id}: {e}"))?;
-            fds.entry(name).or_insert(fd);
-        }
+        ids.extend(sys::bpf::prog_map_ids(prog.as_fd()).map_err(|e| format!("program info: {e}"))?);
+    }
+    let mut fds: HashMap<String, OwnedFd> = HashMap::new();
+    for id in ids {
+        let (fd, name) = sys::bpf::map_by_id(id).map_err(|e| format!("map {id}: {e}"))?;
+        fds.insert(name, fd);
     }
     let mut obj = aya_obj::Object::parse(object).map_err(|e| e.to_string())?;
     let defs = obj.maps.clone();

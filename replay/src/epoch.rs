@@ -254,23 +254,25 @@ pub fn replay_process(
     if first.ok() {
         return Ok(first);
     }
-    if let Some(mut second) = once(Interleave::Eager)? {
-        if second.ok() {
-            second.notes.push(
-                "verified on the second interleaving (threads run ahead to their next syscall)"
-                    .into(),
-            );
-            return Ok(second);
+    let later = [
+        (
+            Interleave::Eager,
+            "verified on the second interleaving (threads run ahead to their next syscall)",
+        ),
+        (
+            Interleave::TimedLate,
+            "verified on the last interleaving (lock calls followed; threads woken from a futex wait run on just before their next event)",
+        ),
+    ];
+    for (mode, note) in later {
+        // A timed mode has nothing to do where the first timed run did not.
+        if mode.timed() && timed.is_none() {
+            continue;
         }
-    }
-    if timed.is_some() {
-        if let Some(mut late) = once(Interleave::TimedLate)? {
-            if late.ok() {
-                late.notes.push(
-                    "verified on the last interleaving (lock calls followed; threads woken from a futex wait run on just before their next event)"
-                        .into(),
-                );
-                return Ok(late);
+        if let Some(mut run) = once(mode)? {
+            if run.ok() {
+                run.notes.push(note.into());
+                return Ok(run);
             }
         }
     }
